@@ -1,0 +1,1 @@
+"""mastctl's built-in backends (installed as ``mastctl.backends``), one file each."""

@@ -1,0 +1,1 @@
+"""Embedders: items -> float32 L2-normalised vectors."""

@@ -1,0 +1,115 @@
+"""`mastctl detect IMAGE... [-o OUT]`: find mast cells, write them for pathology tools."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mastctl.cli import state
+from mastctl.errors import EXIT_INPUT, UsageError
+
+HELP = """Find mast cells in images and write them as json, csv, geojson or an overlay PNG.
+
+With one image, -o is the output file (its extension picks the format); with
+several images or a folder, -o is a folder that receives <image stem>.<ext>
+per image. Without -o the detections go to stdout.
+
+[bold]Examples[/bold]
+
+  mastctl detect tile.png                                  [dim]# JSON on stdout[/dim]
+  mastctl detect tile.png -o tile.geojson                  [dim]# import into QuPath[/dim]
+  mastctl detect tiles/ -o out/ --format overlay           [dim]# marked PNG per image[/dim]
+  mastctl detect a.tif b.tif --backend hybrid --format csv > cells.csv
+"""
+
+FORMAT_HELP = "json | csv | geojson | overlay (default: from -o's extension, else the profile's detect.format)."
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+def detect(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="Detector (default: the profile's detect.backend).", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (one image) or folder (several).", show_default=False)] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP, show_default=False)] = None,
+    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel; overrides the file's own scale.", show_default=False)] = None,
+    all_cells: Annotated[bool | None, typer.Option("--all-cells/--mast-cells", help="List every detected cell, not only mast cells.", show_default=False)] = None,
+    min_confidence: Annotated[float | None, typer.Option("--min-confidence", min=0.0, max=1.0, help="One threshold for every kind of cell (default: the profile's detect.thresholds).", show_default=False)] = None,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", min=0, help="Decompression-bomb limit in pixels; 0 = none (default: profile's detect.max_pixels).", show_default=False)] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-O", help="Backend option KEY=VALUE (repeatable); overrides the profile's backend_options.", show_default=False)] = None,
+) -> None:
+    from mastctl import detection, registry
+
+    st = state(ctx)
+    out = st.out
+    settings = st.loaded.profile.detect
+    name = backend or settings.backend
+    job_plan = detection.plan(images, output, fmt, settings.format)
+    thresholds = settings.thresholds
+    if min_confidence is not None:
+        thresholds = thresholds.model_copy(update={"explicit": min_confidence, "implicit": min_confidence, "other": min_confidence})
+    keep_all = settings.all_cells if all_cells is None else all_cells
+    detector = registry.create("detector", name, st.loaded.profile, **_parse_options(option or []))
+    out.detail(f"detector: {name}; format: {job_plan.fmt}; images: {len(job_plan.jobs)}")
+
+    outcomes = []
+    with out.progress(len(job_plan.jobs)) as bar:
+        task = bar.add_task("detect", total=len(job_plan.jobs))
+        for outcome in detection.run(
+            detector,
+            job_plan,
+            mpp=mpp,
+            default_mpp=settings.mpp,
+            max_pixels=settings.max_pixels if max_pixels is None else max_pixels,
+            thresholds=thresholds,
+            all_cells=keep_all,
+        ):
+            outcomes.append(outcome)
+            bar.advance(task)
+            if outcome.error is not None:
+                typer.echo(f"mastctl: error: {outcome.error}", err=True)
+
+    _report(st, job_plan, outcomes, keep_all)
+    if any(o.error is not None for o in outcomes):
+        raise typer.Exit(max(o.error.exit_code for o in outcomes if o.error is not None) or EXIT_INPUT)
+
+
+def _report(st, job_plan, outcomes, keep_all: bool) -> None:
+    from mastctl import writers
+
+    out = st.out
+    done = [o for o in outcomes if o.detections is not None]
+    to_stdout = job_plan.jobs and job_plan.jobs[0].output is None
+    if to_stdout:
+        # The detections themselves are the result; --json keeps them JSON.
+        fmt = "json" if out.json_mode else job_plan.fmt
+        if done:
+            writers.dump([o.detections for o in done], fmt, sys.stdout, all_cells=keep_all)
+        return
+    if out.json_mode:
+        out.data([o.to_dict() for o in outcomes])
+        return
+    rows = []
+    for o in done:
+        s = o.detections.summary()
+        density = "" if s.mast_cells_per_mm2 is None else f"{s.mast_cells_per_mm2:.1f}"
+        rows.append([o.job.image, s.mast_cells, s.explicit, s.implicit, density, o.job.output])
+    if rows and not out.quiet:
+        out.table(None, ["image", "mast cells", "explicit", "implicit", "per mm²", "written to"], rows)

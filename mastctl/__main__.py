@@ -1,0 +1,3 @@
+from mastctl.cli import main
+
+raise SystemExit(main())

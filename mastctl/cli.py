@@ -1,0 +1,187 @@
+"""The ``mastctl`` command: the root composes the command groups; :func:`main`
+is the one place where errors become a line on stderr and an exit code.
+
+Exit codes: 0 ok, 1 unexpected, 2 usage or profile, 3 input data,
+4 backend unavailable or failed. ``MASTCTL_DEBUG=1`` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mastctl import __version__
+from mastctl.errors import EXIT_UNEXPECTED, EXIT_USAGE, MastctlError
+from mastctl.output import Output
+
+if TYPE_CHECKING:
+    from mastctl.profile import LoadedProfile
+
+HELP = """Find mast cells in H&E histology images.
+
+[bold]Examples[/bold]
+
+  mastctl detect slide.png -o cells.geojson       [dim]# QuPath-ready points[/dim]
+  mastctl detect tiles/ -o out/ --format csv       [dim]# one CSV per image[/dim]
+  mastctl --json backends list                     [dim]# what is installed[/dim]
+  mastctl config init && mastctl config validate   [dim]# start a profile[/dim]
+
+Global options may also follow the command (mastctl detect x.png --json).
+"""
+
+
+@dataclass
+class AppState:
+    """What the root options decided, handed to every command via ``ctx.obj``."""
+
+    profile_path: Path | None = None
+    out: Output = field(default_factory=Output)
+    _loaded: LoadedProfile | None = None
+
+    @property
+    def loaded(self) -> LoadedProfile:
+        if self._loaded is None:
+            from mastctl.profile import load_profile
+
+            self._loaded = load_profile(self.profile_path)
+            self.out.detail(f"profile: {self._loaded.source}" + (f" ({self._loaded.path})" if self._loaded.path else ""))
+        return self._loaded
+
+
+def state(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj
+
+
+app = typer.Typer(
+    name="mastctl",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mastctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    profile: Annotated[
+        Path | None,
+        typer.Option("--profile", "-p", help="Profile YAML (else $MASTCTL_PROFILE, else ./mastctl.yaml, else defaults).", show_default=False),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; messages stay on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = AppState(profile_path=profile, out=Output(json_mode=json_output, quiet=quiet, verbose=verbose))
+
+
+def _register_commands() -> None:
+    from mastctl.commands import backends, config, detect, planned
+
+    app.command("detect", help=detect.HELP, no_args_is_help=True)(detect.detect)
+    app.add_typer(config.app, name="config")
+    app.add_typer(backends.app, name="backends")
+    planned.register(app)
+
+
+_register_commands()
+
+# --------------------------------------------------------------------------- entry point
+
+_GLOBAL_FLAGS = {"--json", "--quiet", "-q", "--verbose", "-v"}
+_GLOBAL_VALUED = {"--profile", "-p"}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move global options written after the command to the front (before ``--`` only)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in _GLOBAL_VALUED and i + 1 < len(argv):
+            front.extend(argv[i : i + 2])
+            i += 1
+        elif arg.startswith("--profile="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    debug = os.environ.get("MASTCTL_DEBUG", "") not in ("", "0", "false", "no")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="mastctl", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except MastctlError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(str(exc))
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _print_error("aborted")
+        return 130
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+    except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _print_error(f"{message}{hint}")
+        return getattr(exc, "exit_code", EXIT_USAGE)
+    except BrokenPipeError:
+        # `mastctl ... | head`: the reader left; not an error of ours.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _print_error(f"unexpected error: {type(exc).__name__}: {first} (set MASTCTL_DEBUG=1 for a traceback)")
+        return EXIT_UNEXPECTED
+
+
+def _print_error(message: str) -> None:
+    sys.stderr.write(f"mastctl: error: {message}\n")
+    sys.stderr.flush()
+
+
+def run() -> None:  # console-script target
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The one output layer: results to stdout (a table, or JSON with --json),
+messages to stderr (hidden by --quiet, details shown by --verbose).
+
+rich is imported only when something is actually printed, so that
+``mastctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Output:
+    json_mode: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    _consoles: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _console(self, stream: str):
+        if stream not in self._consoles:
+            from rich.console import Console
+
+            self._consoles[stream] = Console(stderr=(stream == "err"), highlight=False, soft_wrap=True)
+        return self._consoles[stream]
+
+    # ------------------------------------------------------------------ results (stdout)
+
+    def data(self, payload: Any) -> None:
+        """Machine-readable result, one JSON document on stdout."""
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.flush()
+
+    def text(self, text: str) -> None:
+        """Raw text result on stdout (e.g. YAML, CSV)."""
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+
+    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        from rich.table import Table
+
+        table = Table(title=title, show_lines=False, header_style="bold")
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        self._console("out").print(table)
+
+    # ------------------------------------------------------------------ messages (stderr)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._console("err").print(message, markup=False)
+
+    def detail(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            self._console("err").print(message, markup=False, style="dim")
+
+    def warn(self, message: str) -> None:
+        self._console("err").print(f"mastctl: warning: {message}", markup=False, style="yellow")
+
+    def progress(self, total: int):
+        """A progress bar on stderr (a no-op when quiet, for one item, or with --json)."""
+        if self.quiet or total <= 1:
+            return _NoProgress()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self._console("err"),
+            transient=True,
+        )
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        return None

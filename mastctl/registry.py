@@ -1,0 +1,199 @@
+"""Plugin registry: backends found through entry points, imported only when used.
+
+Four entry-point groups, one per kind::
+
+    mastctl.detectors   mastctl.stores   mastctl.embedders   mastctl.teachers
+
+mastctl's own backends are listed in its ``pyproject.toml`` exactly like a
+third-party package's. An entry point names a class (``module:Class``). The
+module must be cheap to import (heavy libraries are imported inside its
+methods); the class may declare:
+
+``requires``
+    import names of optional dependencies, checked without importing them;
+``extra``
+    the ``mastctl[extra]`` that installs them (built-ins), or
+    ``install_hint``: the line to print instead (third-party backends);
+``Options``
+    a pydantic model of its options, validated against the profile's
+    ``backend_options.<name>`` section and keyword overrides;
+``__init__(options, profile)``
+    how :func:`create` builds it.
+
+A missing dependency is one line naming what to install (exit 4), an
+unknown name lists the known ones (exit 2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from mastctl.errors import BackendError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from mastctl.profile import Profile
+
+GROUPS = {
+    "detector": "mastctl.detectors",
+    "store": "mastctl.stores",
+    "embedder": "mastctl.embedders",
+    "teacher": "mastctl.teachers",
+}
+
+# Built-in backends of the architecture that this version does not ship yet:
+# asking for one says so plainly instead of "unknown backend".
+PLANNED: dict[tuple[str, str], str] = {
+    ("detector", "morphology"): "the offline morphology detector",
+    ("detector", "gemini"): "the Gemini detector",
+    ("detector", "hybrid"): "the hybrid detector",
+    ("detector", "qwen"): "the Qwen2-VL / Qwen2.5-VL detector",
+    ("detector", "llava"): "the LLaVA detector",
+    ("store", "lancedb"): "the LanceDB store",
+    ("store", "chroma"): "the Chroma store",
+    ("store", "pinecone"): "the Pinecone store",
+    ("embedder", "cellcrop"): "the cell-crop image embedder",
+    ("teacher", "minilm"): "the all-MiniLM-L6-v2 teacher",
+}
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One registered backend, before anything of it is imported."""
+
+    kind: str
+    name: str
+    target: str  # "module:attr"
+    distribution: str | None  # the package that registered it
+
+    def load(self) -> type:
+        """Import the backend's module and return its class (BackendError on failure)."""
+        module_name, _, attr = self.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in attr.split(".") if attr else ():
+                obj = getattr(obj, part)
+        except Exception as exc:  # a broken plugin must not break the CLI
+            raise BackendError(f"{self.kind} {self.name!r} ({self.target}) failed to import: {exc}") from exc
+        return obj
+
+    def missing(self, cls: type) -> list[str]:
+        """The declared requirements that are not installed."""
+        return [req for req in getattr(cls, "requires", ()) if not _installed(req)]
+
+    def install_hint(self, cls: type) -> str:
+        hint = getattr(cls, "install_hint", None)
+        if hint:
+            return hint
+        extra = getattr(cls, "extra", None)
+        if extra and self.distribution == "mastctl":
+            return f"pip install 'mastctl[{extra}]'"
+        return f"pip install {' '.join(self.missing(cls))}"
+
+    def status(self) -> tuple[bool, str]:
+        """(available, why not) — imports only the backend's light module."""
+        try:
+            cls = self.load()
+        except BackendError as exc:
+            return False, str(exc).split(": ", 1)[-1]
+        missing = self.missing(cls)
+        if missing:
+            return False, f"needs {', '.join(missing)}: {self.install_hint(cls)}"
+        return True, ""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@cache
+def _entries(group: str) -> tuple[BackendInfo, ...]:
+    from importlib.metadata import entry_points
+
+    kind = next(k for k, g in GROUPS.items() if g == group)
+    seen: dict[str, BackendInfo] = {}
+    for ep in entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else None
+        info = BackendInfo(kind=kind, name=ep.name, target=ep.value, distribution=dist)
+        # mastctl's own name wins; otherwise the first registration does.
+        if ep.name not in seen or (dist == "mastctl" and seen[ep.name].distribution != "mastctl"):
+            seen[ep.name] = info
+    return tuple(sorted(seen.values(), key=lambda i: i.name))
+
+
+def refresh() -> None:
+    """Forget cached entry points (after installing a plugin at run time, in tests)."""
+    _entries.cache_clear()
+
+
+def backends(kind: str | None = None) -> list[BackendInfo]:
+    """Every registered backend, optionally of one kind."""
+    kinds = [kind] if kind else list(GROUPS)
+    out: list[BackendInfo] = []
+    for k in kinds:
+        if k not in GROUPS:
+            raise UsageError(f"unknown backend kind {k!r} (choose from {', '.join(GROUPS)})")
+        out.extend(_entries(GROUPS[k]))
+    return out
+
+
+def get(kind: str, name: str) -> BackendInfo:
+    """The registered backend ``name`` of ``kind``; a one-line error otherwise."""
+    found = {b.name: b for b in backends(kind)}
+    if name in found:
+        return found[name]
+    if (kind, name) in PLANNED:
+        raise UsageError(f"{PLANNED[(kind, name)]} ({kind} {name!r}) is not part of this version of mastctl yet")
+    close = difflib.get_close_matches(name, list(found), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(found) or "none installed"
+    raise UsageError(f"unknown {kind} {name!r} (known: {known}){hint}")
+
+
+def load(kind: str, name: str) -> type:
+    """The backend's class, with its optional dependencies checked."""
+    info = get(kind, name)
+    cls = info.load()
+    missing = info.missing(cls)
+    if missing:
+        raise BackendError(f"{kind} {name!r} needs {', '.join(missing)}: {info.install_hint(cls)}")
+    return cls
+
+
+def options_for(cls: type, name: str, profile: Profile | None, overrides: dict[str, Any] | None = None) -> Any:
+    """The backend's validated options: profile ``backend_options.<name>`` + overrides."""
+    model = getattr(cls, "Options", None)
+    merged: dict[str, Any] = {}
+    if profile is not None:
+        merged.update(profile.backend_options.get(name, {}))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if model is None:
+        if merged:
+            raise ConfigError(f"backend {name!r} takes no options, got: {', '.join(merged)}")
+        return None
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        problems = [f"backend_options.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(problems[0], problems) from None
+
+
+def create(kind: str, name: str, profile: Profile | None = None, **overrides: Any) -> Any:
+    """Build the backend ``name``: import, check dependencies, validate options."""
+    cls = load(kind, name)
+    options = options_for(cls, name, profile, overrides)
+    try:
+        return cls(options=options, profile=profile)
+    except (BackendError, ConfigError, UsageError):
+        raise
+    except ImportError as exc:
+        raise BackendError(f"{kind} {name!r} could not load a dependency: {exc}") from exc

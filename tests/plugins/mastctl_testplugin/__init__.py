@@ -1,0 +1,53 @@
+"""A third-party plugin, registered only through its entry points (tests/plugins on sys.path)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mastctl.cells import Cell, Detections
+
+
+class PointsDetector:
+    """Reports the cells its options list: [x, y, label, kind, confidence] each."""
+
+    name = "points"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        cells: list[list] = Field(default_factory=list)
+        area_mm2: float | None = None
+
+    def __init__(self, options: Options, profile=None) -> None:
+        self.options = options
+        self.profile = profile
+
+    def detect(self, image) -> Detections:
+        cells = [
+            Cell(x=float(x), y=float(y), label=label, kind=kind or None, confidence=float(conf),
+                 features={"mean_red": float(image.pixels[int(y), int(x), 0])})
+            for x, y, label, kind, conf in self.options.cells
+        ]
+        return Detections(image=image.info, backend=self.name, cells=cells, area_mm2=self.options.area_mm2,
+                          timing_s={"model": 0.0})
+
+
+class NeedsMissingDependency:
+    name = "needs-missing"
+    requires = ("mastctl_no_such_module_xyz",)
+    install_hint = "pip install mastctl-testplugin[fancy]"
+
+
+class CrashingDetector:
+    name = "crashing"
+
+    def __init__(self, options=None, profile=None) -> None:
+        pass
+
+    def detect(self, image):
+        raise RuntimeError("model exploded")
+
+
+class ShadowingEmbedder:
+    """Tries to take the built-in name 'minilm'; mastctl's own must win."""
+
+    name = "minilm"
