@@ -48,11 +48,11 @@ MARK_RADIUS_UM = 6.0  # overlay circle radius, about a mast cell's
 
 def format_for(path: Path) -> str | None:
     """The format a file name asks for by its extension, or None."""
+    name = path.name.lower()
+    if name.endswith(".geo.json"):
+        return "geojson"
     suffix = path.suffix.lower()
-    for fmt, ext in EXTENSIONS.items():
-        if suffix == ext or (fmt == "geojson" and suffix == ".geo.json"):
-            return fmt
-    return None
+    return next((fmt for fmt, ext in EXTENSIONS.items() if suffix == ext), None)
 
 
 def classification(cell: Cell) -> tuple[str, tuple[int, int, int]]:
