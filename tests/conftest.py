@@ -13,7 +13,7 @@ import pytest
 from mastctl import registry
 
 PLUGINS = Path(__file__).parent / "plugins"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("MASTCTL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @dataclass
