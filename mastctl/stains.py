@@ -1,0 +1,96 @@
+"""Stain physics shared by the renderer, the detectors and IHC.
+
+Brightfield microscopy follows Beer-Lambert: the light left after a stain of
+concentration c is I = I0 * exp(-c * v), with v the stain's optical-density
+(OD) vector over R, G, B. Mixtures add in OD space, so colour deconvolution
+is a linear solve there (Ruifrok & Johnston, Anal Quant Cytol Histol 2001).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Unit OD vectors (R, G, B) of Ruifrok & Johnston, as in QuPath / scikit-image.
+HEMATOXYLIN = (0.650, 0.704, 0.286)
+EOSIN = (0.072, 0.990, 0.105)
+DAB = (0.268, 0.570, 0.776)
+
+OD_FLOOR = 1.0 / 255.0
+
+
+def unit(vector) -> np.ndarray:
+    import numpy as np
+
+    v = np.asarray(vector, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def rgb_to_od(rgb: np.ndarray, background: float = 255.0) -> np.ndarray:
+    """RGB (uint8 or float 0..255) -> optical density, float32, >= 0."""
+    import numpy as np
+
+    intensity = np.maximum(np.asarray(rgb, dtype=np.float32), 1.0) / np.float32(background)
+    return np.maximum(-np.log(intensity), 0.0).astype(np.float32)
+
+
+def od_to_rgb(od: np.ndarray, background: float = 255.0) -> np.ndarray:
+    """Optical density -> RGB float 0..background (not yet rounded)."""
+    import numpy as np
+
+    return background * np.exp(-np.asarray(od, dtype=np.float32))
+
+
+def stain_matrix(*vectors) -> np.ndarray:
+    """Rows = unit stain vectors; a third row completes a two-stain basis."""
+    import numpy as np
+
+    rows = [unit(v) for v in vectors]
+    if len(rows) == 2:
+        third = np.cross(rows[0], rows[1])
+        rows.append(third / np.linalg.norm(third))
+    return np.vstack(rows)
+
+
+def separate(rgb: np.ndarray, vectors=(HEMATOXYLIN, EOSIN)) -> np.ndarray:
+    """Per-pixel stain concentrations (H x W x n_stains) by colour deconvolution."""
+    import numpy as np
+
+    matrix = stain_matrix(*vectors)
+    od = rgb_to_od(rgb)
+    conc = od.reshape(-1, 3) @ np.linalg.pinv(matrix).astype(np.float32)
+    return conc.reshape(od.shape[:2] + (matrix.shape[0],))[..., : len(vectors)]
+
+
+def compose(concentrations: dict[str, np.ndarray], vectors: dict[str, np.ndarray], background: float = 255.0) -> np.ndarray:
+    """Concentration maps + stain vectors -> RGB float (Beer-Lambert)."""
+    import numpy as np
+
+    first = next(iter(concentrations.values()))
+    od = np.zeros(first.shape + (3,), dtype=np.float32)
+    for name, conc in concentrations.items():
+        od += conc[..., None].astype(np.float32) * np.asarray(vectors[name], dtype=np.float32)
+    return od_to_rgb(od, background)
+
+
+def rotate_vector(vector, degrees: float, rng: np.random.Generator) -> np.ndarray:
+    """The unit vector turned by ``degrees`` about a random axis, kept in the positive octant."""
+    import numpy as np
+
+    v = unit(vector)
+    axis = rng.normal(size=3)
+    axis -= axis.dot(v) * v
+    axis /= np.linalg.norm(axis)
+    theta = np.deg2rad(degrees)
+    turned = v * np.cos(theta) + axis * np.sin(theta)
+    turned = np.clip(turned, 0.02, None)
+    return turned / np.linalg.norm(turned)
+
+
+def angle_deg(a, b) -> float:
+    import numpy as np
+
+    cos = float(np.clip(unit(a).dot(unit(b)), -1.0, 1.0))
+    return float(np.degrees(np.arccos(cos)))
