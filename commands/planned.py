@@ -22,10 +22,6 @@ PLANNED = {
         "The embedding-to-embedding trainer (3D Cubic Core).",
         "the embedding trainer (cube)",
     ),
-    "compare": (
-        "Score every backend on the same annotated images.",
-        "backend comparison (compare)",
-    ),
 }
 
 

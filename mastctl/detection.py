@@ -144,7 +144,7 @@ def run(
             if image.mpp is None and default_mpp is not None:
                 image = dataclasses.replace(image, mpp=default_mpp, mpp_source="profile")
             t1 = time.perf_counter()
-            det = _detect(detector, image)
+            det = detect_one(detector, image)
             t2 = time.perf_counter()
             det = apply_thresholds(det, thresholds)
             timing = {"load": t1 - t0, **dict(det.timing_s), "detect": t2 - t1}
@@ -159,7 +159,8 @@ def run(
         yield outcome
 
 
-def _detect(detector: Detector, image: imaging.Image) -> Detections:
+def detect_one(detector: Detector, image: imaging.Image) -> Detections:
+    """Run one detector on one image; any failure of the backend becomes a BackendError."""
     try:
         det = detector.detect(image)
     except MastctlError:

@@ -104,7 +104,7 @@ class SynthTile:
     mpp: float
     transform: dict[str, Any]
     stain: dict[str, Any]
-    seed: int
+    seed: int | list[int]
 
     def truth(self, stem: str) -> dict[str, Any]:
         return {
@@ -198,7 +198,7 @@ def smooth_field(rng, n, sigma_px, low=0.0, high=1.0):
 
 
 class Renderer:
-    def __init__(self, options: SynthOptions, seed: int) -> None:
+    def __init__(self, options: SynthOptions, seed: int | list[int]) -> None:
         self.o = options
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -583,9 +583,24 @@ class Renderer:
         return out
 
 
-def render_tile(seed: int, options: SynthOptions | None = None) -> SynthTile:
+def render_tile(seed: int | list[int], options: SynthOptions | None = None) -> SynthTile:
     """One H&E/IHC pair with its truth, fully determined by ``seed``."""
     return Renderer(options or SynthOptions(), seed).render()
+
+
+def tile_stem(seed: int, index: int) -> str:
+    return f"synth_s{seed}_{index:04d}"
+
+
+def generate(out_dir: Path, n: int, seed: int, options: SynthOptions, on_tile=None) -> list[dict[str, Path]]:
+    """Render and write ``n`` tiles; tile i is drawn from the seed [seed, i]."""
+    written = []
+    for i in range(n):
+        tile = render_tile([seed, i], options)
+        written.append(write_tile(tile, out_dir, tile_stem(seed, i)))
+        if on_tile:
+            on_tile(i)
+    return written
 
 
 def write_tile(tile: SynthTile, out_dir: Path, stem: str) -> dict[str, Path]:

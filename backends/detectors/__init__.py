@@ -1,0 +1,1 @@
+"""Detectors: an image -> cells."""

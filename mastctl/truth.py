@@ -1,0 +1,193 @@
+"""Truth readers: annotated cells per image, from any format the project meets.
+
+- synthetic tile truth (``mastctl/synth@1`` JSON, one per tile);
+- mastctl detections (``mastctl/detections@1`` JSON), e.g. a reviewed run;
+- CSV points: ``image,class,x,y`` (the CRC nuclei set) or ``image,x,y,label,kind``
+  (mastctl's own CSV);
+- QuPath GeoJSON: a FeatureCollection (or list of features) of Points,
+  MultiPoints or Polygons (their centroid), classified by
+  ``properties.classification.name``; one file per image, named after it;
+- a folder of any of these.
+
+Images and truth are joined by the image's file stem (``img2.png`` <-> CSV
+``img2`` / ``img2.png``, ``tile_he.png`` <-> synth ``he_image``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mastctl.cells import SCHEMA as DETECTIONS_SCHEMA
+from mastctl.cells import Cell, Detections
+from mastctl.errors import InputError
+
+SYNTH_SCHEMA = "mastctl/synth@1"
+
+
+@dataclass(frozen=True)
+class TruthImage:
+    key: str  # the image's file stem
+    cells: tuple[Cell, ...]
+    mpp: float | None = None
+    image: str | None = None  # the image file named by the truth, when it names one
+
+
+def image_key(name: str | Path) -> str:
+    """The join key of an image: its file name without folders and extension."""
+    stem = Path(str(name)).name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return Path(stem).stem if Path(stem).suffix.lower() in _IMAGE_EXT else stem
+
+
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".bmp", ".webp", ".ndpi", ".mrxs"}
+
+
+def parse_class(name: Any) -> tuple[str, str | None]:
+    """A free class name -> (label, kind): 'Mast cell: Implicit' -> ('mast_cell', 'implicit')."""
+    text = str(name or "").strip().lower().replace("-", " ").replace("_", " ")
+    kind = "explicit" if "explicit" in text else "implicit" if "implicit" in text else None
+    if "mast" in text or kind:
+        return "mast_cell", kind
+    for key, label in (("lymph", "lymphocyte"), ("plasma", "plasma_cell"), ("fibro", "fibroblast"), ("eosin", "eosinophil")):
+        if key in text:
+            return label, None
+    return "other", None
+
+
+def load_truth(path: str | Path, classes: Iterable[str] | None = None) -> dict[str, TruthImage]:
+    """Read truth from a file or a folder; ``classes`` keeps only rows/features of those raw class names."""
+    p = Path(path)
+    keep = {c.strip().lower() for c in classes} if classes else None
+    if not p.exists():
+        raise InputError(f"{p}: no such truth file or folder")
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in (".json", ".geojson", ".csv"))
+        if not files:
+            raise InputError(f"{p}: folder holds no truth files (.json, .geojson, .csv)")
+        out: dict[str, TruthImage] = {}
+        for f in files:
+            for key, item in _load_file(f, keep).items():
+                out[key] = _merge(out.get(key), item)
+        return out
+    return _load_file(p, keep)
+
+
+def _merge(a: TruthImage | None, b: TruthImage) -> TruthImage:
+    if a is None:
+        return b
+    return TruthImage(a.key, a.cells + b.cells, a.mpp or b.mpp, a.image or b.image)
+
+
+def _load_file(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
+    if p.suffix.lower() == ".csv":
+        return _read_csv(p, keep)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p}: not readable JSON: {exc}") from None
+    if isinstance(data, dict) and data.get("schema") == SYNTH_SCHEMA:
+        return _read_synth(p, data)
+    if isinstance(data, dict) and data.get("schema") == DETECTIONS_SCHEMA:
+        det = Detections.from_dict(data)
+        key = image_key(det.image.path)
+        return {key: TruthImage(key, det.cells, det.image.mpp, det.image.path)}
+    if (isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature")) or isinstance(data, list):
+        key = image_key(p.name.removesuffix(".geo.json") if p.name.endswith(".geo.json") else p.stem)
+        return {key: TruthImage(key, tuple(_read_geojson(p, data, keep)))}
+    raise InputError(f"{p}: not a truth format mastctl reads (synth JSON, detections JSON, GeoJSON, CSV)")
+
+
+def _read_synth(p: Path, data: dict[str, Any]) -> dict[str, TruthImage]:
+    cells = []
+    for c in data.get("cells", []):
+        try:
+            cells.append(Cell(float(c["x"]), float(c["y"]), c["label"], c.get("kind"), 1.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{p}: bad cell {c}: {exc}") from None
+    key = image_key(data["he_image"])
+    return {key: TruthImage(key, tuple(cells), data.get("mpp"), str(p.parent / data["he_image"]))}
+
+
+def _read_csv(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{p}: not a readable CSV: {exc}") from None
+    if not rows:
+        return {}
+    columns = {c.strip().lower(): c for c in rows[0] if c}
+    missing = [c for c in ("image", "x", "y") if c not in columns]
+    if missing:
+        raise InputError(f"{p}: CSV truth needs columns image, x, y (and class or label); missing {', '.join(missing)}")
+    by_key: dict[str, list[Cell]] = {}
+    for i, row in enumerate(rows, start=2):
+        raw_class = row.get(columns.get("class", ""), "") if "class" in columns else ""
+        if keep is not None and str(raw_class).strip().lower() not in keep:
+            continue
+        try:
+            x, y = float(row[columns["x"]]), float(row[columns["y"]])
+        except (TypeError, ValueError):
+            raise InputError(f"{p}, line {i}: x and y must be numbers, got {row[columns['x']]!r}, {row[columns['y']]!r}") from None
+        if "label" in columns:
+            label, kind = row[columns["label"]] or "other", (row.get(columns.get("kind", ""), "") or None)
+            if kind is None and "class" in columns:
+                label, kind = parse_class(raw_class)
+        else:
+            label, kind = parse_class(raw_class)
+        try:
+            cell = Cell(x, y, label, kind if label == "mast_cell" else None, 1.0)
+        except ValueError as exc:
+            raise InputError(f"{p}, line {i}: {exc}") from None
+        by_key.setdefault(image_key(row[columns["image"]]), []).append(cell)
+    return {k: TruthImage(k, tuple(v)) for k, v in by_key.items()}
+
+
+def _read_geojson(p: Path, data: Any, keep: set[str] | None) -> list[Cell]:
+    features = data if isinstance(data, list) else data.get("features", [data]) if data.get("type") == "FeatureCollection" or "geometry" in data else []
+    cells = []
+    for f in features:
+        props = f.get("properties") or {}
+        cls = props.get("classification")
+        name = cls.get("name") if isinstance(cls, dict) else cls if isinstance(cls, str) else props.get("name", "")
+        if keep is not None and str(name).strip().lower() not in keep:
+            continue
+        label, kind = parse_class(name)
+        for x, y in _points(f.get("geometry") or {}):
+            cells.append(Cell(float(x), float(y), label, kind, 1.0))
+    return cells
+
+
+def _points(geometry: dict[str, Any]) -> list[tuple[float, float]]:
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Point":
+        return [(coords[0], coords[1])]
+    if kind == "MultiPoint":
+        return [(c[0], c[1]) for c in coords]
+    if kind == "Polygon":
+        return [_centroid(coords[0])]
+    if kind == "MultiPolygon":
+        return [_centroid(poly[0]) for poly in coords]
+    if kind == "GeometryCollection":
+        return [pt for g in geometry.get("geometries", []) for pt in _points(g)]
+    return []
+
+
+def _centroid(ring: list[list[float]]) -> tuple[float, float]:
+    """Area centroid of a polygon ring (shoelace); the vertex mean for degenerate rings."""
+    area = cx = cy = 0.0
+    for (x0, y0), (x1, y1) in zip(ring, ring[1:] + ring[:1]):
+        cross = x0 * y1 - x1 * y0
+        area += cross
+        cx += (x0 + x1) * cross
+        cy += (y0 + y1) * cross
+    if abs(area) < 1e-12:
+        return sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
+    return cx / (3 * area), cy / (3 * area)
