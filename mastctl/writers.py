@@ -180,12 +180,21 @@ def dump(dets: Sequence[Detections], fmt: str, stream: IO[str], *, all_cells: bo
 def atomic_write(path: Path, fill: Callable[[IO[bytes]], Any]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file private (0600); give it what a plain open() would, or keep the old file's mode.
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fill(fh)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -19,7 +19,7 @@ def test_version_and_help(cli):
     assert r.exit_code == 0 and r.stdout.strip() == f"mastctl {__version__}"
     r = cli("--help")
     assert r.exit_code == 0
-    for group in ("detect", "kb", "finetune", "cube", "compare", "config", "backends"):
+    for group in ("detect", "synth", "kb", "finetune", "cube", "compare", "config", "backends"):
         assert group in r.stdout
     assert "Examples" in r.stdout
 
@@ -38,7 +38,7 @@ def test_help_and_backends_list_import_nothing_heavy(tmp_path):
     assert out.strip().splitlines()[-1] == "HEAVY=", out
 
 
-@pytest.mark.parametrize("group", ["kb", "finetune", "cube", "compare"])
+@pytest.mark.parametrize("group", ["kb", "finetune", "cube"])
 def test_planned_groups_say_so_and_exit_2(cli, group):
     r = cli(group, "search", "--text", "x")
     assert r.exit_code == 2 and r.stdout == ""

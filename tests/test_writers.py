@@ -114,6 +114,21 @@ def test_write_every_format_atomically(tmp_path, fmt):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
 
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = writers.write(sample(), "json", tmp_path / "out.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o600)
+    writers.write(sample(), "csv", path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # an existing file keeps its mode
+
+
 def test_failed_write_leaves_previous_file_intact(tmp_path):
     path = tmp_path / "keep.json"
     path.write_text("previous")
