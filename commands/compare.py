@@ -73,30 +73,24 @@ def compare(
     _print_table(out, result)
 
 
-def _ci(ev, metric: str) -> str:
-    value = getattr(ev.detection, metric)
-    ci = ev.ci.get(metric)
-    text = "–" if value is None else f"{value:.3f}"
-    return text if ci is None else f"{text} [{ci[0]:.2f}-{ci[1]:.2f}]"
+HEADINGS = {"precision": "P [95% CI]", "recall": "R [95% CI]", "f1": "F1 [95% CI]", "explicit_recall": "explicit R",
+            "implicit_recall": "implicit R", "count_mae": "count MAE", "seconds_per_mp": "s/MP"}
 
 
 def _print_table(out, result) -> None:
-    from mastctl.cells import KINDS
-
-    columns = ["backend", "P [95% CI]", "R [95% CI]", "F1 [95% CI]"]
-    if result.mode == "mast":
-        columns += [f"{k} R" for k in KINDS]
-    columns += ["count MAE", "s/MP"]
+    names = result.metric_names()
     rows = []
-    for run in result.runs:
+    for run, values in result.summary_rows():
         if run.skipped:
-            rows.append([run.name, "skipped", "", ""] + [""] * (len(columns) - 4))
+            rows.append([run.name, "skipped"] + [""] * (len(names) - 1))
             continue
-        ev = run.evaluation
-        row = [run.name, _ci(ev, "precision"), _ci(ev, "recall"), _ci(ev, "f1")]
-        if result.mode == "mast":
-            row += ["–" if ev.kind(k).recall is None else f"{ev.kind(k).recall:.3f}" for k in KINDS]
-        row += [f"{ev.count_mae:.2f}", "–" if run.seconds_per_mp is None else f"{run.seconds_per_mp:.3f}"]
+        row = [run.name]
+        for name in names:
+            value = values[name]
+            text = "–" if value is None else f"{value:.2f}" if name == "count_mae" else f"{value:.3f}"
+            ci = run.evaluation.ci.get(name)
+            row.append(text if ci is None else f"{text} [{ci[0]:.2f}-{ci[1]:.2f}]")
         rows.append(row)
     radius = f"{result.radius_um} um" if result.radius_um is not None else f"{result.radius_px} px"
-    out.table(f"{len(result.images)} images, {'mast cells' if result.mode == 'mast' else 'every cell'}, radius {radius}", columns, rows)
+    what = "mast cells" if result.mode == "mast" else "every cell"
+    out.table(f"{len(result.images)} images, {what}, radius {radius}", ["backend"] + [HEADINGS[n] for n in names], rows)

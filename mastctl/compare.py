@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mastctl import detection, imaging, metrics, registry
+from mastctl.cells import KINDS
 from mastctl.errors import BackendError, InputError, MastctlError, UsageError
 from mastctl.truth import TruthImage, image_key
 
@@ -50,6 +51,25 @@ class Comparison:
     radius_px: float | None
     mode: str
     without_truth: list[str]
+
+    def metric_names(self) -> list[str]:
+        """The columns of the summary: detection scores, per-kind recall (mast mode), count error, speed."""
+        kinds = [f"{k}_recall" for k in KINDS] if self.mode == "mast" else []
+        return ["precision", "recall", "f1", *kinds, "count_mae", "seconds_per_mp"]
+
+    def summary_rows(self) -> list[tuple[BackendRun, dict[str, float | None]]]:
+        """Each backend with its summary numbers (empty for a skipped one), for tables in any format."""
+        rows = []
+        for run in self.runs:
+            values: dict[str, float | None] = {}
+            if run.evaluation is not None:
+                ev = run.evaluation
+                values = {"precision": ev.detection.precision, "recall": ev.detection.recall, "f1": ev.detection.f1,
+                          "count_mae": ev.count_mae, "seconds_per_mp": run.seconds_per_mp}
+                if self.mode == "mast":
+                    values.update({f"{k}_recall": ev.kind(k).recall for k in KINDS})
+            rows.append((run, values))
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         return {

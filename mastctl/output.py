@@ -25,7 +25,10 @@ class Output:
         if stream not in self._consoles:
             from rich.console import Console
 
-            self._consoles[stream] = Console(stderr=(stream == "err"), highlight=False, soft_wrap=True)
+            target = sys.stderr if stream == "err" else sys.stdout
+            # Piped output (logs, CI) gets room for whole tables instead of rich's 80 columns.
+            width = None if target.isatty() else 160
+            self._consoles[stream] = Console(stderr=(stream == "err"), highlight=False, soft_wrap=True, width=width)
         return self._consoles[stream]
 
     # ------------------------------------------------------------------ results (stdout)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mastctl import imaging
-from mastctl.cells import KINDS
 
 if TYPE_CHECKING:
     from mastctl.compare import BackendRun, Comparison
@@ -29,29 +28,25 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _ci(run: BackendRun, metric: str) -> str:
-    ci = run.evaluation.ci.get(metric) if run.evaluation else None
-    return "" if ci is None else f" <small>[{ci[0]:.2f}, {ci[1]:.2f}]</small>"
+HEADINGS = {"precision": "precision", "recall": "recall", "f1": "F1", "explicit_recall": "explicit recall",
+            "implicit_recall": "implicit recall", "count_mae": "count MAE", "seconds_per_mp": "s / megapixel"}
 
 
 def summary_table(cmp: Comparison) -> str:
-    head = ["backend", "precision", "recall", "F1"]
-    if cmp.mode == "mast":
-        head += [f"{k} recall" for k in KINDS]
-    head += ["count MAE", "s / megapixel"]
+    names = cmp.metric_names()
+    head = "<tr><th>backend</th>" + "".join(f"<th>{HEADINGS[n]}</th>" for n in names) + "</tr>"
     rows = []
-    for run in cmp.runs:
+    for run, values in cmp.summary_rows():
         if run.skipped is not None:
-            rows.append(f"<tr><td>{html.escape(run.name)}</td><td colspan='{len(head) - 1}'><i>skipped: {html.escape(run.skipped)}</i></td></tr>")
+            rows.append(f"<tr><td>{html.escape(run.name)}</td><td colspan='{len(names)}'><i>skipped: {html.escape(run.skipped)}</i></td></tr>")
             continue
-        ev = run.evaluation
-        d = ev.detection
-        cells = [html.escape(run.name), _fmt(d.precision) + _ci(run, "precision"), _fmt(d.recall) + _ci(run, "recall"), _fmt(d.f1) + _ci(run, "f1")]
-        if cmp.mode == "mast":
-            cells += [_fmt(ev.kind(k).recall) for k in KINDS]
-        cells += [_fmt(ev.count_mae, 2), _fmt(run.seconds_per_mp, 3)]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+        cells = []
+        for name in names:
+            ci = run.evaluation.ci.get(name)
+            text = _fmt(values[name], 2 if name == "count_mae" else 3)
+            cells.append(text + ("" if ci is None else f" <small>[{ci[0]:.2f}, {ci[1]:.2f}]</small>"))
+        rows.append(f"<tr><td>{html.escape(run.name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def bars_svg(cmp: Comparison) -> str:
