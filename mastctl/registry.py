@@ -48,7 +48,6 @@ GROUPS = {
 # Built-in backends of the architecture that this version does not ship yet:
 # asking for one says so plainly instead of "unknown backend".
 PLANNED: dict[tuple[str, str], str] = {
-    ("detector", "morphology"): "the offline morphology detector",
     ("detector", "gemini"): "the Gemini detector",
     ("detector", "hybrid"): "the hybrid detector",
     ("detector", "qwen"): "the Qwen2-VL / Qwen2.5-VL detector",

@@ -94,3 +94,49 @@ def angle_deg(a, b) -> float:
 
     cos = float(np.clip(unit(a).dot(unit(b)), -1.0, 1.0))
     return float(np.degrees(np.arccos(cos)))
+
+
+_OD_LUT = None
+
+
+def od_lut(rgb: np.ndarray) -> np.ndarray:
+    """rgb_to_od for uint8 images through a 256-entry table (several times faster)."""
+    import numpy as np
+
+    global _OD_LUT
+    if _OD_LUT is None:
+        _OD_LUT = np.maximum(-np.log(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0), 0.0).astype(np.float32)
+    return _OD_LUT[rgb]
+
+
+def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pixels: int = 500, sample: int = 40000, seed: int = 0):
+    """Macenko et al. (ISBI 2009): the image's own hematoxylin and eosin OD vectors.
+
+    Pixels with OD above ``beta`` in every channel (tissue) are projected on the
+    plane of their two main directions; the robust extremes of the angle
+    (``alpha`` / 100 - ``alpha`` percentiles) are the two stains, the bluer one
+    being hematoxylin. Returns None when there is too little tissue to tell,
+    so callers fall back to the standard vectors.
+    """
+    import numpy as np
+
+    od = od_lut(rgb).reshape(-1, 3) if rgb.dtype == np.uint8 else rgb_to_od(rgb).reshape(-1, 3)
+    tissue = od[np.all(od > beta, axis=1)]
+    if len(tissue) < min_pixels:
+        return None
+    if len(tissue) > sample:
+        tissue = tissue[np.random.default_rng(seed).choice(len(tissue), sample, replace=False)]
+    _, vecs = np.linalg.eigh(np.cov(tissue.T))
+    plane = vecs[:, 1:3]  # the two largest eigenvectors
+    proj = tissue @ plane
+    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    lo, hi = np.percentile(phi, [alpha, 100 - alpha])
+    v1 = plane @ np.array([np.cos(lo), np.sin(lo)])
+    v2 = plane @ np.array([np.cos(hi), np.sin(hi)])
+    v1, v2 = (v if v.sum() >= 0 else -v for v in (v1, v2))
+    if np.any(v1 < -0.05) or np.any(v2 < -0.05) or angle_deg(v1, v2) < 10:
+        return None  # not an H&E-like pair of directions
+    v1, v2 = np.clip(v1, 1e-3, None), np.clip(v2, 1e-3, None)
+    # hematoxylin absorbs more red relative to green than eosin does
+    hema, eosin = (v1, v2) if v1[0] / v1[1] > v2[0] / v2[1] else (v2, v1)
+    return unit(hema), unit(eosin)

@@ -1,0 +1,51 @@
+"""`morphology`: the default detector — offline, CPU, no downloaded weights.
+
+Stain separation with the image's own H&E vectors (Macenko; standard vectors on
+near-empty tissue), nuclei from the hematoxylin channel split by seeded
+watershed, criteria features per nucleus (see mastctl/morphology/features.py),
+and a calibrated per-nucleus classifier: the built-in criteria model, or one
+fitted to your annotations with `mastctl finetune morphology` and passed as
+``--option model=model.json`` (or ``backend_options.morphology.model``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mastctl.cells import Detections
+
+if TYPE_CHECKING:
+    from mastctl.imaging import Image
+    from mastctl.profile import Profile
+
+
+class MorphologyDetector:
+    name = "morphology"
+    requires = ("scipy", "skimage")
+    install_hint = "pip install scikit-image scipy"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        model: str | None = Field(None, description="Model JSON from `mastctl finetune morphology`; null: the built-in criteria model.")
+        default_mpp: float = Field(0.5, gt=0, description="Scale assumed for images without one (um/px).")
+
+    def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
+        from mastctl.morphology import model_path_or_default
+
+        self.options = options or self.Options()
+        self.model = model_path_or_default(self.options.model)
+
+    def detect(self, image: Image) -> Detections:
+        import time
+
+        from mastctl.morphology import analyse, classify
+
+        mpp = image.mpp or self.options.default_mpp
+        t0 = time.perf_counter()
+        analysis = analyse(image.pixels, mpp)
+        t1 = time.perf_counter()
+        cells = classify(analysis, self.model)
+        t2 = time.perf_counter()
+        return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})

@@ -1,0 +1,62 @@
+"""Rebuild the morphology detector's built-in model from synthetic training tiles.
+
+The built-in "calibrated rules" are a multinomial logistic regression on the
+criteria features (nucleus size and shape, cytoplasm rings, eccentricity,
+bilobation, ...), fitted on tiles of training seeds (1000+, never the
+validation seed 9000 of bench/score.py), at 0.5 and 0.25 um/px, with a
+softmax temperature fitted on a held-out fifth. Writes
+mastctl/morphology/default_model.json.
+
+    python bench/calibrate_morphology.py [--tiles 40] [--kind logistic|gbm] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mastctl import synth
+from mastctl.morphology import features as F
+from mastctl.morphology import training_set
+from mastctl.morphology.model import CLASSES, fit
+
+OUT = Path(__file__).resolve().parents[1] / "mastctl" / "morphology" / "default_model.json"
+
+
+def samples(seed: int, tiles: int, size: int):
+    for i in range(tiles):
+        mpp = 0.5 if i % 2 == 0 else 0.25
+        tile = synth.render_tile([seed, i], synth.SynthOptions(size=size, mpp=mpp))
+        from mastctl.cells import Cell
+
+        yield tile.he, mpp, [Cell(c.x, c.y, c.label, c.kind, 1.0) for c in tile.cells]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--kind", default="logistic", choices=["logistic", "gbm"])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    X, y = training_set(samples(args.seed, args.tiles, args.size))
+    print(f"{len(X)} nuclei from {args.tiles} tiles in {time.perf_counter() - t0:.1f} s:",
+          ", ".join(f"{c} {int((y == i).sum())}" for i, c in enumerate(CLASSES)))
+    model = fit(X, y, list(F.FEATURE_NAMES), kind=args.kind)
+    model.neighbour_boost = 2.0
+    model.info.update({"trained_on": f"synthetic tiles, seeds [{args.seed}, 0..{args.tiles - 1}], {args.size} px, 0.5 and 0.25 um/px"})
+    pred = model.predict_proba(X).argmax(axis=1)
+    print("training accuracy per class:", ", ".join(f"{c} {np.mean(pred[y == i] == i):.2f}" for i, c in enumerate(CLASSES) if (y == i).any()))
+    print(f"temperature {model.temperature}")
+    model.save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""The morphology detector's domain: nuclei, features, per-nucleus classes, training data.
+
+``analyse(pixels, mpp)`` -> nuclei and their features; ``classify`` turns the
+model's class probabilities into :class:`~mastctl.cells.Cell` objects;
+``training_set`` labels detected nuclei from truth, for ``finetune morphology``
+and for the built-in model (``bench/calibrate_morphology.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from mastctl.cells import Cell
+from mastctl.morphology import features as F
+from mastctl.morphology.model import CLASSES, TYPE_TO_CLASS, Model
+
+DEFAULT_MODEL = "default_model.json"
+NEIGHBOUR_UM = 30.0  # the law of neighbourhood: how far an explicit mast cell vouches for implicit ones
+LABEL_RADIUS_UM = 3.5  # a detected nucleus takes the class of a true cell this close
+
+
+@dataclass
+class Analysis:
+    stained: F.Stained
+    nuclei: F.Nuclei
+    X: np.ndarray  # features, one row per nucleus
+
+    @property
+    def xy(self) -> np.ndarray:
+        """Nucleus centres in input-image pixels."""
+        return self.nuclei.xy * self.stained.factor
+
+
+def analyse(pixels: np.ndarray, mpp: float) -> Analysis:
+    st = F.separate(pixels, mpp)
+    nuc = F.segment(st)
+    return Analysis(st, nuc, F.features(st, nuc))
+
+
+def default_model() -> Model:
+    with resources.as_file(resources.files("mastctl.morphology") / DEFAULT_MODEL) as path:
+        return Model.load(path)
+
+
+def classify(analysis: Analysis, model: Model) -> list[Cell]:
+    """Cells from class probabilities: mast cells with a kind, look-alikes by label."""
+    from scipy.spatial import cKDTree
+
+    P = model.predict_proba(analysis.X)
+    if len(P) == 0:
+        return []
+    ie, ii = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit")
+    xy = analysis.xy
+    um_per_px = analysis.stained.mpp / analysis.stained.factor
+    # Law of neighbourhood: an explicit mast cell nearby raises the odds of implicit candidates.
+    explicit = P[:, ie] >= 0.5
+    if model.neighbour_boost != 1.0 and explicit.any():
+        near = cKDTree(xy[explicit] * um_per_px).query(xy * um_per_px, k=1, distance_upper_bound=NEIGHBOUR_UM)[0]
+        boost = np.isfinite(near) & ~explicit
+        P = P.copy()
+        P[boost, ii] *= model.neighbour_boost
+        P /= P.sum(axis=1, keepdims=True)
+    cells: list[Cell] = []
+    names = {i: c for i, c in enumerate(CLASSES)}
+    feats = analysis.X
+    for i in range(len(P)):
+        mast = P[i, ie] + P[i, ii]
+        x, y = float(xy[i, 0]), float(xy[i, 1])
+        extra = {"nucleus_area_um2": float(feats[i, 0]), "p_explicit": float(P[i, ie]), "p_implicit": float(P[i, ii])}
+        others = [k for k in range(len(CLASSES)) if k not in (ie, ii)]
+        best_other = max(others, key=lambda k: P[i, k])
+        if mast >= P[i, best_other]:
+            kind = "explicit" if P[i, ie] >= P[i, ii] else "implicit"
+            cells.append(Cell(x, y, "mast_cell", kind, float(min(mast, 1.0)), extra))
+        else:
+            label = names[best_other]
+            cells.append(Cell(x, y, label if label != "other" else "other", None, float(P[i, best_other]), extra))
+    return merge_lobes(cells, um_per_px)
+
+
+def merge_lobes(cells: list[Cell], um_per_px: float, max_um: float = 5.5) -> list[Cell]:
+    """Two eosinophil nuclei this close are the lobes of one cell: report it once, between them."""
+    from scipy.spatial import cKDTree
+
+    eos = [i for i, c in enumerate(cells) if c.label == "eosinophil"]
+    if len(eos) < 2:
+        return cells
+    pts = np.array([[cells[i].x, cells[i].y] for i in eos]) * um_per_px
+    merged, drop = {}, set()
+    for a, b in sorted(cKDTree(pts).query_pairs(max_um), key=lambda p: np.hypot(*(pts[p[0]] - pts[p[1]]))):
+        ia, ib = eos[a], eos[b]
+        if ia in drop or ib in drop or ia in merged or ib in merged:
+            continue
+        ca, cb = cells[ia], cells[ib]
+        merged[ia] = Cell((ca.x + cb.x) / 2, (ca.y + cb.y) / 2, "eosinophil", None, max(ca.confidence, cb.confidence), dict(ca.features))
+        drop.add(ib)
+    return [merged.get(i, c) for i, c in enumerate(cells) if i not in drop]
+
+
+def training_set(samples, radius_um: float = LABEL_RADIUS_UM):
+    """(X, y) from (pixels, mpp, true cells) samples: each nucleus gets its true cell's class or 'other'."""
+    from mastctl.metrics import match
+
+    xs, ys = [], []
+    for pixels, mpp, truth_cells in samples:
+        a = analyse(pixels, mpp)
+        y = np.full(len(a.X), CLASSES.index("other"), dtype=np.int64)
+        true_xy = [(c.x, c.y) for c in truth_cells]
+        m = match(a.xy, true_xy, radius_um / mpp)
+        for p, t in m.pairs:
+            c = truth_cells[t]
+            y[p] = CLASSES.index(TYPE_TO_CLASS.get((c.label, c.kind if c.label == "mast_cell" else None), "other"))
+        # eosinophil lobes: the second lobe is unmatched by the one-to-one match but belongs to the same cell
+        eos = [truth_cells[t] for _, t in m.pairs if truth_cells[t].label == "eosinophil"]
+        if eos:
+            from scipy.spatial import cKDTree
+
+            d, _ = cKDTree([(c.x, c.y) for c in eos]).query(a.xy, k=1)
+            y[(d * mpp < 3.5) & (y == CLASSES.index("other"))] = CLASSES.index("eosinophil")
+        xs.append(a.X)
+        ys.append(y)
+    if not xs:
+        return np.zeros((0, len(F.FEATURE_NAMES)), np.float32), np.zeros(0, np.int64)
+    return np.vstack(xs), np.concatenate(ys)
+
+
+def model_path_or_default(path: str | Path | None) -> Model:
+    return Model.load(path) if path else default_model()

@@ -1,0 +1,232 @@
+"""Per-nucleus classifiers of the morphology detector, stored as JSON (never pickle).
+
+Two kinds share one file format (``schema: mastctl/morphology-model@1``):
+
+- ``logistic``: multinomial logistic regression on standardised criteria
+  features — the built-in "calibrated rules", small enough to read;
+- ``gbm``: gradient-boosted trees (scikit-learn's GradientBoostingClassifier)
+  exported tree by tree, evaluated here with numpy alone.
+
+Both end in a softmax with a fitted temperature, so a 0.8 means about 80%.
+scikit-learn is needed to *fit* (``mastctl finetune morphology``), never to
+predict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mastctl.errors import InputError
+
+SCHEMA = "mastctl/morphology-model@1"
+CLASSES = ("mast_explicit", "mast_implicit", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other")
+TYPE_TO_CLASS = {
+    ("mast_cell", "explicit"): "mast_explicit",
+    ("mast_cell", "implicit"): "mast_implicit",
+    ("mast_cell", None): "mast_explicit",
+    ("lymphocyte", None): "lymphocyte",
+    ("plasma_cell", None): "plasma_cell",
+    ("fibroblast", None): "fibroblast",
+    ("eosinophil", None): "eosinophil",
+    ("other", None): "other",
+}
+
+
+@dataclass
+class Model:
+    kind: str  # logistic | gbm
+    features: list[str]
+    classes: list[str]
+    params: dict[str, Any]
+    temperature: float = 1.0
+    neighbour_boost: float = 1.0  # odds factor for implicit candidates near an explicit mast cell
+    info: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ prediction
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if self.kind == "logistic":
+            z = (X - np.asarray(self.params["mean"])) / np.asarray(self.params["scale"])
+            return z @ np.asarray(self.params["coef"]).T + np.asarray(self.params["intercept"])
+        if self.kind == "gbm":
+            out = np.tile(np.asarray(self.params["init"], dtype=np.float64), (len(X), 1))
+            rate = float(self.params["learning_rate"])
+            for stage in self.params["trees"]:
+                for k, tree in enumerate(stage):
+                    out[:, k] += rate * _tree_predict(tree, X)
+            return out
+        raise InputError(f"unknown morphology model kind {self.kind!r}")
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros((0, len(self.classes)))
+        return softmax(self.logits(X) / self.temperature)
+
+    # ------------------------------------------------------------------ files
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "kind": self.kind, "features": self.features, "classes": self.classes,
+                "temperature": self.temperature, "neighbour_boost": self.neighbour_boost, "info": self.info,
+                "params": self.params}
+
+    def save(self, path: Path) -> Path:
+        from mastctl.writers import atomic_write
+
+        text = json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
+        atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{p}: no such model file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{p}: not a readable model file: {exc}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise InputError(f"{p}: not a mastctl morphology model ({SCHEMA})")
+        return cls(data["kind"], list(data["features"]), list(data["classes"]), data["params"],
+                   float(data.get("temperature", 1.0)), float(data.get("neighbour_boost", 1.0)), data.get("info", {}))
+
+
+def _tree_predict(tree: dict[str, list], X: np.ndarray) -> np.ndarray:
+    feature = np.asarray(tree["feature"])
+    threshold = np.asarray(tree["threshold"])
+    left, right = np.asarray(tree["left"]), np.asarray(tree["right"])
+    value = np.asarray(tree["value"], dtype=np.float64)
+    node = np.zeros(len(X), dtype=np.int64)
+    for _ in range(64):
+        leaf = left[node] < 0
+        if leaf.all():
+            break
+        f = feature[node]
+        go_left = X[np.arange(len(X)), np.where(leaf, 0, f)] <= threshold[node]
+        node = np.where(leaf, node, np.where(go_left, left[node], right[node]))
+    return value[node]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- fitting (scikit-learn)
+
+
+def fit(X: np.ndarray, y: np.ndarray, features: list[str], kind: str = "gbm", seed: int = 0) -> Model:
+    """Fit a classifier on (X, class index y); temperature-calibrated on a held-out fifth."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        from mastctl.errors import BackendError
+
+        raise BackendError("fitting a morphology model needs scikit-learn: pip install 'mastctl[learn]'") from None
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(X))
+    cut = max(1, len(X) // 5)
+    cal, train = order[:cut], order[cut:]
+    present = sorted(set(int(v) for v in y))
+    if kind == "logistic":
+        model = _fit_logistic(X[train], y[train], features)
+    elif kind == "gbm":
+        model = _fit_gbm(X[train], y[train], features, seed)
+    else:
+        raise ValueError(kind)
+    model.temperature = fit_temperature(model.logits(X[cal]), y[cal])
+    model.info = {"samples": int(len(X)), "per_class": {CLASSES[c]: int((y == c).sum()) for c in present}}
+    return model
+
+
+def _full_classes(values: np.ndarray, classes_present: np.ndarray, fill: float) -> list:
+    """Rows for every class of CLASSES; classes absent from training get ``fill``."""
+    out = []
+    index = {int(c): i for i, c in enumerate(classes_present)}
+    for c in range(len(CLASSES)):
+        out.append(values[index[c]].tolist() if c in index else fill)
+    return out
+
+
+def _fit_logistic(X, y, features) -> Model:
+    from sklearn.linear_model import LogisticRegression
+
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=2000)
+    clf.fit((X - mean) / scale, y)
+    coef = _full_classes(clf.coef_, clf.classes_, [0.0] * X.shape[1])
+    intercept = _full_classes(clf.intercept_[:, None], clf.classes_, [-30.0])
+    return Model("logistic", list(features), list(CLASSES),
+                 {"mean": mean.tolist(), "scale": scale.tolist(), "coef": coef, "intercept": [v[0] for v in intercept]})
+
+
+def _fit_gbm(X, y, features, seed) -> Model:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    clf = GradientBoostingClassifier(n_estimators=150, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=seed)
+    clf.fit(X, y)
+    present = list(clf.classes_)
+    k_present = len(present)
+    priors = np.array([(y == c).mean() for c in present])
+    init_present = np.log(np.clip(priors, 1e-9, None)) if k_present > 2 else np.array([math.log(priors[1] / priors[0])])
+    trees = []
+    for stage in clf.estimators_:
+        row = []
+        for c in range(len(CLASSES)):
+            if k_present == 2:
+                # binary: one tree for the second class; the first stays at 0
+                tree = stage[0].tree_ if c == present[1] else None
+            else:
+                tree = stage[present.index(c)].tree_ if c in present else None
+            row.append(_export_tree(tree))
+        trees.append(row)
+    init = []
+    for c in range(len(CLASSES)):
+        if k_present == 2:
+            init.append(float(init_present[0]) if c == present[1] else 0.0 if c == present[0] else -30.0)
+        else:
+            init.append(float(init_present[present.index(c)]) if c in present else -30.0)
+    return Model("gbm", list(features), list(CLASSES), {"init": init, "learning_rate": clf.learning_rate, "trees": trees})
+
+
+def _export_tree(tree) -> dict[str, list]:
+    if tree is None:
+        return {"feature": [0], "threshold": [0.0], "left": [-1], "right": [-1], "value": [0.0]}
+    return {
+        "feature": tree.feature.tolist(),
+        "threshold": [round(float(t), 6) for t in tree.threshold],
+        "left": tree.children_left.tolist(),
+        "right": tree.children_right.tolist(),
+        "value": [round(float(v), 6) for v in tree.value[:, 0, 0]],
+    }
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The softmax temperature minimising negative log-likelihood on held-out samples."""
+    best, best_nll = 1.0, math.inf
+    for t in np.exp(np.linspace(math.log(0.3), math.log(5.0), 60)):
+        p = softmax(logits / t)
+        nll = -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)))
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return round(best, 4)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by count."""
+    edges = np.linspace(0, 1, bins + 1)
+    total, ece = len(confidence), 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (confidence > lo) & (confidence <= hi)
+        if sel.any():
+            ece += sel.sum() / total * abs(correct[sel].mean() - confidence[sel].mean())
+    return float(ece)
