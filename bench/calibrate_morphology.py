@@ -29,7 +29,8 @@ OUT = Path(__file__).resolve().parents[1] / "mastctl" / "morphology" / "default_
 def samples(seed: int, tiles: int, size: int):
     for i in range(tiles):
         mpp = 0.5 if i % 2 == 0 else 0.25
-        tile = synth.render_tile([seed, i], synth.SynthOptions(size=size, mpp=mpp))
+        # the same tissue area at both scales: 0.25 um/px tiles are twice as wide in pixels
+        tile = synth.render_tile([seed, i], synth.SynthOptions(size=size if mpp == 0.5 else 2 * size, mpp=mpp))
         from mastctl.cells import Cell
 
         yield tile.he, mpp, [Cell(c.x, c.y, c.label, c.kind, 1.0) for c in tile.cells]
@@ -49,7 +50,7 @@ def main() -> int:
           ", ".join(f"{c} {int((y == i).sum())}" for i, c in enumerate(CLASSES)))
     model = fit(X, y, list(F.FEATURE_NAMES), kind=args.kind)
     model.neighbour_boost = 2.0
-    model.info.update({"trained_on": f"synthetic tiles, seeds [{args.seed}, 0..{args.tiles - 1}], {args.size} px, 0.5 and 0.25 um/px"})
+    model.info.update({"trained_on": f"synthetic tiles, seeds [{args.seed}, 0..{args.tiles - 1}], {args.size} px, 0.5 and 0.25 um/px (same area)"})
     pred = model.predict_proba(X).argmax(axis=1)
     print("training accuracy per class:", ", ".join(f"{c} {np.mean(pred[y == i] == i):.2f}" for i, c in enumerate(CLASSES) if (y == i).any()))
     print(f"temperature {model.temperature}")

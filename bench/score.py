@@ -1,7 +1,8 @@
 """Score one detector the way every detector issue is measured.
 
 1. A synthetic validation set: tiles rendered with a fixed seed (9000 by
-   default; tune on other seeds) at 0.5 and 0.25 um/px. Mast cells are scored
+   default; tune on other seeds) at 0.5 and 0.25 um/px, covering the same
+   tissue area at both scales (--size px at 0.5 um/px). Mast cells are scored
    within 5 um (precision, recall, F1 with 95% bootstrap intervals over tiles,
    explicit and implicit recall), then every nucleus (label-agnostic).
 2. Real nuclei: ../shared/data/crc_nuclei (Sirinukunwattana et al., IEEE TMI
@@ -29,6 +30,7 @@ CRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crc_nucl
 
 
 def synthetic_set(workdir: Path, seed: int, tiles: int, size: int, mpp: float) -> Path:
+    size = size if mpp >= 0.5 else int(round(size * 0.5 / mpp))  # the same tissue area at every scale
     folder = workdir / f"synth-s{seed}-n{tiles}-{size}px-{mpp}mpp"
     if not (folder / f"{synth.tile_stem(seed, tiles - 1)}.json").exists():
         synth.generate(folder, tiles, seed, synth.SynthOptions(size=size, mpp=mpp))
@@ -52,6 +54,21 @@ def line(title: str, run: compare.BackendRun, kinds: bool) -> dict:
         text += f"  explicit R {found_ex:.3f} (kind right {ex.recall or 0:.3f})  implicit R {found_im:.3f} (kind right {im.recall or 0:.3f})"
         result.update({"explicit_recall": found_ex, "implicit_recall": found_im,
                        "explicit_recall_right_kind": ex.recall, "implicit_recall_right_kind": im.recall})
+        # Calibration: is a reported mast cell with confidence c right about c of the time?
+        conf, right = [], []
+        for sc in run.scores:
+            hit = {p for p, _ in sc.match.pairs}
+            conf += [c.confidence for c in sc.pred]
+            right += [i in hit for i in range(len(sc.pred))]
+        if conf:
+            import numpy as np
+
+            from mastctl.metrics import expected_calibration_error
+
+            conf_a, right_a = np.array(conf), np.array(right, dtype=float)
+            ece = expected_calibration_error(conf_a, right_a, bins=5)
+            text += f"  calibration: mean conf {conf_a.mean():.2f} vs right {right_a.mean():.2f}, ECE {ece:.3f}"
+            result.update({"mean_confidence": float(conf_a.mean()), "fraction_right": float(right_a.mean()), "ece": ece})
     print(text)
     return result
 
@@ -59,7 +76,7 @@ def line(title: str, run: compare.BackendRun, kinds: bool) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Score a detector on synthetic tiles and real nuclei.")
     parser.add_argument("--backend", required=True)
-    parser.add_argument("--tiles", type=int, default=8, help="tiles per scale (two scales)")
+    parser.add_argument("--tiles", type=int, default=16, help="tiles per scale (two scales)")
     parser.add_argument("--seed", type=int, default=9000, help="validation seed (do not tune on it)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench")

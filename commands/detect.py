@@ -23,6 +23,7 @@ per image. Without -o the detections go to stdout.
   mastctl detect tile.png -o tile.geojson                  [dim]# import into QuPath[/dim]
   mastctl detect tiles/ -o out/ --format overlay           [dim]# marked PNG per image[/dim]
   mastctl detect a.tif b.tif --backend hybrid --format csv > cells.csv
+  mastctl detect tile.png --model model.json               [dim]# a classifier from finetune morphology[/dim]
 """
 
 FORMAT_HELP = "json | csv | geojson | overlay (default: from -o's extension, else the profile's detect.format)."
@@ -53,6 +54,7 @@ def detect(
     all_cells: Annotated[bool | None, typer.Option("--all-cells/--mast-cells", help="List every detected cell, not only mast cells.", show_default=False)] = None,
     min_confidence: Annotated[float | None, typer.Option("--min-confidence", min=0.0, max=1.0, help="One threshold for every kind of cell (default: the profile's detect.thresholds).", show_default=False)] = None,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", min=0, help="Decompression-bomb limit in pixels; 0 = none (default: profile's detect.max_pixels).", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="A trained model for the backend (e.g. from `mastctl finetune morphology`); same as -O model=PATH.", show_default=False)] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-O", help="Backend option KEY=VALUE (repeatable); overrides the profile's backend_options.", show_default=False)] = None,
 ) -> None:
     from mastctl import detection, registry
@@ -66,7 +68,14 @@ def detect(
     if min_confidence is not None:
         thresholds = thresholds.model_copy(update={"explicit": min_confidence, "implicit": min_confidence, "other": min_confidence})
     keep_all = settings.all_cells if all_cells is None else all_cells
-    detector = registry.create("detector", name, st.loaded.profile, **_parse_options(option or []))
+    options = _parse_options(option or [])
+    if model is not None:
+        if not model.is_file():
+            from mastctl.errors import InputError
+
+            raise InputError(f"{model}: no such model file")
+        options["model"] = str(model)
+    detector = registry.create("detector", name, st.loaded.profile, **options)
     out.detail(f"detector: {name}; format: {job_plan.fmt}; images: {len(job_plan.jobs)}")
 
     outcomes = []

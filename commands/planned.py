@@ -14,10 +14,6 @@ PLANNED = {
         "Knowledge base of annotated example cells (LanceDB, Chroma, Pinecone).",
         "the knowledge base (kb add/ingest/search/...)",
     ),
-    "finetune": (
-        "Datasets and LoRA/QLoRA training of vision-language models and the morphology classifier.",
-        "fine-tuning (finetune prepare/train/morphology)",
-    ),
     "cube": (
         "The embedding-to-embedding trainer (3D Cubic Core).",
         "the embedding trainer (cube)",

@@ -223,3 +223,17 @@ def bootstrap_ci(scores: list[ImageScore], n_boot: int = 1000, seed: int = 0, le
         out[name] = (float(np.percentile(values, lo)), float(np.percentile(values, hi))) if len(values) else None
     return out
 
+
+
+def expected_calibration_error(confidence, correct, bins: int = 10) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by count."""
+    import numpy as np
+
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    total, ece = len(confidence), 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (confidence > lo) & (confidence <= hi)
+        if sel.any():
+            ece += sel.sum() / total * abs(correct[sel].mean() - confidence[sel].mean())
+    return float(ece)

@@ -8,6 +8,8 @@ is a linear solve there (Ruifrok & Johnston, Anal Quant Cytol Histol 2001).
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -109,7 +111,7 @@ def od_lut(rgb: np.ndarray) -> np.ndarray:
     return _OD_LUT[rgb]
 
 
-def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pixels: int = 500, sample: int = 40000, seed: int = 0):
+def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pixels: int = 300, sample: int = 10000, seed: int = 0):
     """Macenko et al. (ISBI 2009): the image's own hematoxylin and eosin OD vectors.
 
     Pixels with OD above ``beta`` in every channel (tissue) are projected on the
@@ -120,8 +122,10 @@ def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pix
     """
     import numpy as np
 
+    step = max(1, math.ceil((rgb.shape[0] * rgb.shape[1] / (2 * sample)) ** 0.5))  # a strided sample is plenty
+    rgb = rgb[::step, ::step]
     od = od_lut(rgb).reshape(-1, 3) if rgb.dtype == np.uint8 else rgb_to_od(rgb).reshape(-1, 3)
-    tissue = od[np.all(od > beta, axis=1)]
+    tissue = od[np.sqrt((od * od).sum(axis=1)) > 2 * beta]  # by OD norm: pure eosin is faint in red
     if len(tissue) < min_pixels:
         return None
     if len(tissue) > sample:
@@ -140,3 +144,30 @@ def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pix
     # hematoxylin absorbs more red relative to green than eosin does
     hema, eosin = (v1, v2) if v1[0] / v1[1] > v2[0] / v2[1] else (v2, v1)
     return unit(hema), unit(eosin)
+
+
+# Reference of the usual Macenko normalisation: 99th-percentile concentrations.
+REFERENCE_MAX = (1.9705, 1.0308)
+
+
+def normalize(rgb: np.ndarray, reference=(HEMATOXYLIN, EOSIN), reference_max=REFERENCE_MAX) -> np.ndarray:
+    """Macenko normalisation: re-stain ``rgb`` with the reference vectors and intensities.
+
+    The image's own vectors are estimated, its concentrations scaled so their
+    99th percentiles match ``reference_max``, and the image recomposed with
+    the reference vectors. Near-empty images come back unchanged.
+    """
+    import numpy as np
+
+    own = estimate_he(rgb)
+    if own is None:
+        return rgb
+    conc = separate(rgb, own)
+    tissue = conc[..., 0] + conc[..., 1] > 0.15
+    if tissue.sum() < 100:
+        return rgb
+    maxima = np.percentile(conc[tissue], 99, axis=0)
+    scale = np.asarray(reference_max, dtype=np.float32) / np.maximum(maxima, 1e-3).astype(np.float32)
+    conc = np.clip(conc * scale, 0, None)
+    out = compose({"h": conc[..., 0], "e": conc[..., 1]}, {"h": unit(reference[0]), "e": unit(reference[1])})
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)

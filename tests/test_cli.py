@@ -38,22 +38,22 @@ def test_help_and_backends_list_import_nothing_heavy(tmp_path):
     assert out.strip().splitlines()[-1] == "HEAVY=", out
 
 
-@pytest.mark.parametrize("group", ["kb", "finetune", "cube"])
-def test_planned_groups_say_so_and_exit_2(cli, group):
-    r = cli(group, "search", "--text", "x")
+@pytest.mark.parametrize("args", [["kb", "search", "--text", "x"], ["cube", "train"], ["finetune", "train", "--model", "qwen2-vl"]])
+def test_planned_commands_say_so_and_exit_2(cli, args):
+    r = cli(*args)
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.startswith("mastctl: error: ") and "not part of this version" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_default_detector_not_yet_available_exits_2(cli, tmp_path):
+def test_a_detector_not_in_this_version_exits_2(cli, tmp_path):
     from PIL import Image
 
     from conftest import he_like
 
     Image.fromarray(he_like()).save(tmp_path / "a.png")
-    r = cli("detect", "a.png")
-    assert r.exit_code == 2 and "morphology detector" in r.stderr and r.stdout == ""
+    r = cli("detect", "a.png", "--backend", "gemini")
+    assert r.exit_code == 2 and "Gemini detector" in r.stderr and r.stdout == ""
 
 
 def test_usage_errors_exit_2_on_one_line(cli):
@@ -122,7 +122,7 @@ def test_backends_list_human_and_json(cli, plugin):
     assert "pip install mastctl-testplugin[fancy]" in rows[("detector", "needs-missing")]["reason"]
     assert "broken on purpose" in rows[("detector", "broken")]["reason"]
     r = cli("backends", "list", "--kind", "detector", "--planned")
-    assert r.exit_code == 0 and "points" in r.stdout and "morphology" in r.stdout and "minilm" not in r.stdout
+    assert r.exit_code == 0 and "points" in r.stdout and "gemini" in r.stdout and "minilm" not in r.stdout
 
 
 def test_real_process_exit_codes_and_no_traceback(tmp_path):

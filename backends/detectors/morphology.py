@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.cells import Detections
+from mastctl.errors import InputError
+
+MAX_MPP = 1.2  # coarser than this (below about 8x), a 7 um nucleus spans fewer than 6 pixels
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -30,6 +33,7 @@ class MorphologyDetector:
         model_config = ConfigDict(extra="forbid")
         model: str | None = Field(None, description="Model JSON from `mastctl finetune morphology`; null: the built-in criteria model.")
         default_mpp: float = Field(0.5, gt=0, description="Scale assumed for images without one (um/px).")
+        normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         from mastctl.morphology import model_path_or_default
@@ -43,8 +47,11 @@ class MorphologyDetector:
         from mastctl.morphology import analyse, classify
 
         mpp = image.mpp or self.options.default_mpp
+        if mpp > MAX_MPP:
+            raise InputError(f"{image.path}: {mpp:g} um/px is too coarse to see cells (nuclei would be under "
+                             f"{7 / mpp:.1f} px); the morphology detector needs {MAX_MPP:g} um/px or finer (10x or more)")
         t0 = time.perf_counter()
-        analysis = analyse(image.pixels, mpp)
+        analysis = analyse(image.pixels, mpp, normalize=self.options.normalize or bool(self.model.info.get("normalize")))
         t1 = time.perf_counter()
         cells = classify(analysis, self.model)
         t2 = time.perf_counter()

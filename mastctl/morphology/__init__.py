@@ -35,7 +35,12 @@ class Analysis:
         return self.nuclei.xy * self.stained.factor
 
 
-def analyse(pixels: np.ndarray, mpp: float) -> Analysis:
+def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False) -> Analysis:
+    """Nuclei and features; ``normalize`` first re-stains the image to the reference (Macenko)."""
+    if normalize:
+        from mastctl.stains import normalize as restain
+
+        pixels = restain(pixels)
     st = F.separate(pixels, mpp)
     nuc = F.segment(st)
     return Analysis(st, nuc, F.features(st, nuc))
@@ -53,7 +58,7 @@ def classify(analysis: Analysis, model: Model) -> list[Cell]:
     P = model.predict_proba(analysis.X)
     if len(P) == 0:
         return []
-    ie, ii = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit")
+    ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     xy = analysis.xy
     um_per_px = analysis.stained.mpp / analysis.stained.factor
     # Law of neighbourhood: an explicit mast cell nearby raises the odds of implicit candidates.
@@ -65,20 +70,20 @@ def classify(analysis: Analysis, model: Model) -> list[Cell]:
         P[boost, ii] *= model.neighbour_boost
         P /= P.sum(axis=1, keepdims=True)
     cells: list[Cell] = []
-    names = {i: c for i, c in enumerate(CLASSES)}
     feats = analysis.X
+    others = [k for k in range(len(CLASSES)) if k not in (ie, ii, isp)]
     for i in range(len(P)):
         mast = P[i, ie] + P[i, ii]
+        if P[i, isp] > max(mast, P[i, others].max()):
+            continue  # not a cell
         x, y = float(xy[i, 0]), float(xy[i, 1])
         extra = {"nucleus_area_um2": float(feats[i, 0]), "p_explicit": float(P[i, ie]), "p_implicit": float(P[i, ii])}
-        others = [k for k in range(len(CLASSES)) if k not in (ie, ii)]
         best_other = max(others, key=lambda k: P[i, k])
         if mast >= P[i, best_other]:
             kind = "explicit" if P[i, ie] >= P[i, ii] else "implicit"
             cells.append(Cell(x, y, "mast_cell", kind, float(min(mast, 1.0)), extra))
         else:
-            label = names[best_other]
-            cells.append(Cell(x, y, label if label != "other" else "other", None, float(P[i, best_other]), extra))
+            cells.append(Cell(x, y, CLASSES[best_other], None, float(P[i, best_other]), extra))
     return merge_lobes(cells, um_per_px)
 
 
@@ -101,14 +106,14 @@ def merge_lobes(cells: list[Cell], um_per_px: float, max_um: float = 5.5) -> lis
     return [merged.get(i, c) for i, c in enumerate(cells) if i not in drop]
 
 
-def training_set(samples, radius_um: float = LABEL_RADIUS_UM):
-    """(X, y) from (pixels, mpp, true cells) samples: each nucleus gets its true cell's class or 'other'."""
+def training_set(samples, radius_um: float = LABEL_RADIUS_UM, normalize: bool = False):
+    """(X, y) from (pixels, mpp, true cells) samples: each nucleus gets its true cell's class, or 'spurious'."""
     from mastctl.metrics import match
 
     xs, ys = [], []
     for pixels, mpp, truth_cells in samples:
-        a = analyse(pixels, mpp)
-        y = np.full(len(a.X), CLASSES.index("other"), dtype=np.int64)
+        a = analyse(pixels, mpp, normalize)
+        y = np.full(len(a.X), CLASSES.index("spurious"), dtype=np.int64)
         true_xy = [(c.x, c.y) for c in truth_cells]
         m = match(a.xy, true_xy, radius_um / mpp)
         for p, t in m.pairs:
@@ -120,7 +125,7 @@ def training_set(samples, radius_um: float = LABEL_RADIUS_UM):
             from scipy.spatial import cKDTree
 
             d, _ = cKDTree([(c.x, c.y) for c in eos]).query(a.xy, k=1)
-            y[(d * mpp < 3.5) & (y == CLASSES.index("other"))] = CLASSES.index("eosinophil")
+            y[(d * mpp < 3.5) & (y == CLASSES.index("spurious"))] = CLASSES.index("eosinophil")
         xs.append(a.X)
         ys.append(y)
     if not xs:
@@ -130,3 +135,35 @@ def training_set(samples, radius_um: float = LABEL_RADIUS_UM):
 
 def model_path_or_default(path: str | Path | None) -> Model:
     return Model.load(path) if path else default_model()
+
+
+def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str = "gbm", radius_um: float = LABEL_RADIUS_UM,
+                         max_pixels: int | None = None, normalize: bool = False, on_image=None) -> Model:
+    """Fit a per-nucleus classifier to annotated images (``truth``: key -> TruthImage)."""
+    from mastctl import imaging
+    from mastctl.errors import InputError
+    from mastctl.morphology.model import fit
+    from mastctl.truth import image_key
+
+    def samples():
+        for path in images:
+            t = truth.get(image_key(path))
+            if t is None:
+                continue
+            image = imaging.load(path, mpp=mpp, max_pixels=max_pixels)
+            scale = image.mpp or t.mpp
+            if scale is None:
+                raise InputError(f"{path}: no scale (um/px) in the file or the truth; pass --mpp")
+            if on_image:
+                on_image(path)
+            yield image.pixels, scale, list(t.cells)
+
+    X, y = training_set(samples(), radius_um=radius_um, normalize=normalize)
+    cells = int((y != CLASSES.index("spurious")).sum())
+    if cells < 20:
+        raise InputError(f"too little to learn from: {cells} of {len(X)} detected nuclei matched an annotated cell "
+                         "(need at least 20; check that image names match the truth and the scale is right)")
+    model = fit(X, y, list(F.FEATURE_NAMES), kind=kind)
+    model.neighbour_boost = default_model().neighbour_boost
+    model.info["normalize"] = normalize
+    return model

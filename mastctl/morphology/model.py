@@ -23,9 +23,12 @@ from typing import Any
 import numpy as np
 
 from mastctl.errors import InputError
+from mastctl.metrics import expected_calibration_error
 
 SCHEMA = "mastctl/morphology-model@1"
-CLASSES = ("mast_explicit", "mast_implicit", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other")
+# "other": a real cell of another type (endothelial, epithelial, ...); "spurious": no cell at all
+# (a fragment, a fold, debris) — never reported.
+CLASSES = ("mast_explicit", "mast_implicit", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other", "spurious")
 TYPE_TO_CLASS = {
     ("mast_cell", "explicit"): "mast_explicit",
     ("mast_cell", "implicit"): "mast_implicit",
@@ -56,13 +59,33 @@ class Model:
             z = (X - np.asarray(self.params["mean"])) / np.asarray(self.params["scale"])
             return z @ np.asarray(self.params["coef"]).T + np.asarray(self.params["intercept"])
         if self.kind == "gbm":
-            out = np.tile(np.asarray(self.params["init"], dtype=np.float64), (len(X), 1))
-            rate = float(self.params["learning_rate"])
-            for stage in self.params["trees"]:
-                for k, tree in enumerate(stage):
-                    out[:, k] += rate * _tree_predict(tree, X)
-            return out
+            packed = self._packed()
+            values = _forest_predict(packed, X)  # (trees, samples)
+            out = packed["class_onehot"] @ values  # (classes, samples)
+            return np.asarray(self.params["init"], dtype=np.float64)[None, :] + float(self.params["learning_rate"]) * out.T
         raise InputError(f"unknown morphology model kind {self.kind!r}")
+
+    def _packed(self) -> dict[str, np.ndarray]:
+        """All trees as (trees x nodes) arrays, so a forest is evaluated in a few numpy steps."""
+        cached = self.__dict__.get("_packed_cache")
+        if cached is None:
+            trees = [(k, t) for stage in self.params["trees"] for k, t in enumerate(stage)]
+            nodes = max(len(t["feature"]) for _, t in trees)
+
+            def pack(key, fill, dtype):
+                arr = np.full((len(trees), nodes), fill, dtype=dtype)
+                for i, (_, t) in enumerate(trees):
+                    arr[i, : len(t[key])] = t[key]
+                return arr
+
+            onehot = np.zeros((len(self.classes), len(trees)))
+            for i, (k, _) in enumerate(trees):
+                onehot[k, i] = 1.0
+            cached = {"feature": np.maximum(pack("feature", 0, np.int64), 0), "threshold": pack("threshold", 0.0, np.float64),
+                      "left": pack("left", -1, np.int64), "right": pack("right", -1, np.int64),
+                      "value": pack("value", 0.0, np.float64), "class_onehot": onehot}
+            self.__dict__["_packed_cache"] = cached
+        return cached
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
@@ -98,20 +121,21 @@ class Model:
                    float(data.get("temperature", 1.0)), float(data.get("neighbour_boost", 1.0)), data.get("info", {}))
 
 
-def _tree_predict(tree: dict[str, list], X: np.ndarray) -> np.ndarray:
-    feature = np.asarray(tree["feature"])
-    threshold = np.asarray(tree["threshold"])
-    left, right = np.asarray(tree["left"]), np.asarray(tree["right"])
-    value = np.asarray(tree["value"], dtype=np.float64)
-    node = np.zeros(len(X), dtype=np.int64)
+def _forest_predict(packed: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+    """Leaf value of every tree for every sample: (trees x samples)."""
+    n_trees = packed["feature"].shape[0]
+    rows = np.arange(n_trees)[:, None]
+    node = np.zeros((n_trees, len(X)), dtype=np.int64)
+    samples = np.arange(len(X))[None, :]
     for _ in range(64):
-        leaf = left[node] < 0
+        left = packed["left"][rows, node]
+        leaf = left < 0
         if leaf.all():
             break
-        f = feature[node]
-        go_left = X[np.arange(len(X)), np.where(leaf, 0, f)] <= threshold[node]
-        node = np.where(leaf, node, np.where(go_left, left[node], right[node]))
-    return value[node]
+        x = X[samples, packed["feature"][rows, node]]
+        go_left = x <= packed["threshold"][rows, node]
+        node = np.where(leaf, node, np.where(go_left, left, packed["right"][rows, node]))
+    return packed["value"][rows, node]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -143,7 +167,17 @@ def fit(X: np.ndarray, y: np.ndarray, features: list[str], kind: str = "gbm", se
     else:
         raise ValueError(kind)
     model.temperature = fit_temperature(model.logits(X[cal]), y[cal])
-    model.info = {"samples": int(len(X)), "per_class": {CLASSES[c]: int((y == c).sum()) for c in present}}
+    P = model.predict_proba(X[cal])
+    pred = P.argmax(axis=1)
+    model.info = {
+        "samples": int(len(X)),
+        "per_class": {CLASSES[c]: int((y == c).sum()) for c in present},
+        "holdout": {
+            "samples": int(len(cal)),
+            "accuracy": round(float(np.mean(pred == y[cal])), 4),
+            "expected_calibration_error": round(expected_calibration_error(P.max(axis=1), pred == y[cal]), 4),
+        },
+    }
     return model
 
 
@@ -219,14 +253,3 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         if nll < best_nll:
             best, best_nll = float(t), nll
     return round(best, 4)
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by count."""
-    edges = np.linspace(0, 1, bins + 1)
-    total, ece = len(confidence), 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (confidence > lo) & (confidence <= hi)
-        if sel.any():
-            ece += sel.sum() / total * abs(correct[sel].mean() - confidence[sel].mean())
-    return float(ece)

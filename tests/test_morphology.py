@@ -1,0 +1,226 @@
+"""The morphology detector, stage by stage, on built images with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from mastctl import registry, stains, synth
+from mastctl.cells import Cell
+from mastctl.errors import InputError
+from mastctl.imaging import Image
+from mastctl.metrics import match
+from mastctl.morphology import analyse, default_model
+from mastctl.morphology import features as F
+from mastctl.morphology.model import CLASSES, Model
+from mastctl.profile import Profile
+
+
+def disc_image(centres, radius_px, size=200, h_conc=1.0, e_background=0.3, vectors=(stains.HEMATOXYLIN, stains.EOSIN)):
+    """Hematoxylin discs on an eosin background, by Beer-Lambert with the given vectors."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    h = np.zeros((size, size), np.float32)
+    for cx, cy in centres:
+        h += h_conc * np.clip(radius_px + 0.5 - np.hypot(xx - cx, yy - cy), 0, 1)
+    e = np.full((size, size), e_background, np.float32)
+    rgb = stains.compose({"h": h, "e": e * (1 - np.clip(h, 0, 1) * 0.5)}, {"h": stains.unit(vectors[0]), "e": stains.unit(vectors[1])})
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def test_stain_vectors_recovered_within_a_few_degrees():
+    rng = np.random.default_rng(3)
+    true_h = stains.rotate_vector(stains.HEMATOXYLIN, 6.0, rng)
+    true_e = stains.rotate_vector(stains.EOSIN, 6.0, rng)
+    size = 160
+    h = np.clip(rng.gamma(0.6, 0.5, (size, size)), 0, 2.5).astype(np.float32)
+    e = np.clip(rng.gamma(1.0, 0.4, (size, size)), 0, 2.5).astype(np.float32)
+    rgb = np.clip(np.round(stains.compose({"h": h, "e": e}, {"h": true_h, "e": true_e})), 0, 255).astype(np.uint8)
+    est_h, est_e = stains.estimate_he(rgb)
+    assert stains.angle_deg(est_h, true_h) < 3.0
+    assert stains.angle_deg(est_e, true_e) < 3.0
+
+
+def test_near_empty_tissue_falls_back_to_standard_vectors():
+    glass = np.full((120, 120, 3), 245, np.uint8)
+    glass[50:53, 50:53] = (90, 60, 150)
+    assert stains.estimate_he(glass) is None
+    st = F.separate(glass, 0.5)
+    assert not st.estimated and stains.angle_deg(st.vectors[0], stains.HEMATOXYLIN) < 1e-6
+
+
+@pytest.mark.parametrize("mpp", [0.5, 0.25])
+def test_nuclei_count_and_positions(mpp):
+    r_px = 3.0 / mpp  # 6 um nuclei
+    spacing = 14 / mpp
+    centres = [(20 / mpp + i * spacing, 20 / mpp + j * spacing) for i in range(4) for j in range(4)]
+    # two touching nuclei (centres 6 um apart) that watershed must split
+    centres += [(20 / mpp, 80 / mpp), (26 / mpp, 80 / mpp)]
+    size = int(100 / mpp)
+    a = analyse(disc_image(centres, r_px, size=size), mpp)
+    assert a.nuclei.count == len(centres)
+    m = match(a.xy, centres, 1.5 / mpp)
+    assert len(m.pairs) == len(centres)
+    areas = a.X[:, F.FEATURE_NAMES.index("area_um2")]
+    assert np.median(areas) == pytest.approx(np.pi * 9, rel=0.35)  # sizes in um^2 at both scales
+
+
+@pytest.fixture(scope="module")
+def detections():
+    """The default detector on validation-seed tiles (not the seeds it was calibrated on)."""
+    det = registry.create("detector", "morphology", Profile())
+    out = []
+    for i in range(4):
+        tile = synth.render_tile([9000, i], synth.SynthOptions(size=512, mpp=0.5))
+        found = det.detect(Image(tile.he, f"t{i}", 0.5))
+        out.append((tile, found))
+    return out
+
+
+def _paired(detections, radius_um=5.0):
+    for tile, found in detections:
+        cells = list(found.cells)
+        m = match([(c.x, c.y) for c in cells], [(c.x, c.y) for c in tile.cells], radius_um / 0.5)
+        for p, t in m.pairs:
+            yield tile.cells[t], cells[p]
+
+
+def test_explicit_and_implicit_mast_cells_are_found(detections):
+    pairs = list(_paired(detections))
+    explicit = [p for t, p in pairs if t.type == "mast_cell" and t.kind == "explicit"]
+    implicit = [p for t, p in pairs if t.type == "mast_cell" and t.kind == "implicit"]
+    assert explicit and implicit
+    assert np.mean([p.label == "mast_cell" and p.kind == "explicit" for p in explicit]) >= 0.8
+    assert np.mean([p.label == "mast_cell" for p in implicit]) >= 0.6
+
+
+@pytest.mark.parametrize("look_alike", ["lymphocyte", "plasma_cell", "fibroblast", "eosinophil"])
+def test_each_look_alike_is_rejected(detections, look_alike):
+    found = [p for t, p in _paired(detections) if t.type == look_alike]
+    assert len(found) >= 3
+    assert np.mean([p.label == "mast_cell" for p in found]) <= 0.1
+    assert np.mean([p.label == look_alike for p in found]) >= 0.6  # and named right with --all-cells
+
+
+def test_confidence_is_a_probability_of_being_right(detections):
+    conf, right = [], []
+    truth_by_tile = {id(t): t for t, _ in detections}
+    for tile, found in detections:
+        mast = [c for c in found.cells if c.label == "mast_cell"]
+        true_mast = [c for c in tile.cells if c.type == "mast_cell"]
+        m = match([(c.x, c.y) for c in mast], [(c.x, c.y) for c in true_mast], 10)
+        hit = {p for p, _ in m.pairs}
+        conf += [c.confidence for c in mast]
+        right += [i in hit for i in range(len(mast))]
+    assert truth_by_tile and len(conf) >= 10
+    conf, right = np.array(conf), np.array(right)
+    assert abs(right.mean() - conf.mean()) < 0.15  # on average as sure as it is right
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [np.full((256, 256, 3), 255, np.uint8), np.full((256, 256, 3), (235, 170, 210), np.uint8), np.full((5, 5, 3), 120, np.uint8)],
+    ids=["blank", "all-background", "tiny"],
+)
+def test_bad_images_give_empty_results(pixels):
+    det = registry.create("detector", "morphology", Profile())
+    found = det.detect(Image(pixels, "x.png", 0.5))
+    assert [c for c in found.cells if c.label == "mast_cell"] == []
+
+
+def test_too_coarse_scale_is_a_clear_error():
+    det = registry.create("detector", "morphology", Profile())
+    with pytest.raises(InputError, match="too coarse"):
+        det.detect(Image(np.full((64, 64, 3), 200, np.uint8), "x.png", 8.0))
+
+
+def test_gbm_export_matches_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.ensemble")
+    from mastctl.morphology.model import _fit_gbm
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] > 0).astype(int) * 2 + (X[:, 1] > 0.5).astype(int)  # classes 0..3 of CLASSES
+    ours = _fit_gbm(X, y, ["a", "b", "c", "d"], seed=0)
+    ref = sklearn.GradientBoostingClassifier(n_estimators=150, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=0).fit(X, y)
+    ours_p = ours.predict_proba(X)[:, :4]
+    assert np.allclose(ours_p / ours_p.sum(axis=1, keepdims=True), ref.predict_proba(X), atol=1e-4)
+
+
+def test_model_file_round_trip_and_errors(tmp_path):
+    model = default_model()
+    assert model.classes == list(CLASSES) and model.features == list(F.FEATURE_NAMES)
+    path = model.save(tmp_path / "m.json")
+    again = Model.load(path)
+    X = np.random.default_rng(1).normal(size=(5, len(F.FEATURE_NAMES)))
+    assert np.allclose(again.predict_proba(X), model.predict_proba(X))
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(InputError, match="not a mastctl morphology model"):
+        Model.load(tmp_path / "bad.json")
+    assert b"pickle" not in path.read_bytes()
+
+
+def test_finetune_then_detect_with_the_model(cli, tmp_path):
+    for i in range(4):
+        synth.write_tile(synth.render_tile([31, i], synth.SynthOptions(size=384)), tmp_path / "train", f"t{i}")
+    r = cli("--json", "finetune", "morphology", "--images", "train", "--truth", "train", "-o", "model.json")
+    assert r.exit_code == 0, r.stderr
+    info = r.json()
+    assert info["samples"] > 50 and info["per_class"]["lymphocyte"] > 10 and 0 <= info["holdout"]["accuracy"] <= 1
+    r = cli("detect", "train/t0_he.png", "--model", "model.json", "--all-cells")
+    assert r.exit_code == 0, r.stderr
+    assert len(r.json()["cells"]) > 10
+    r = cli("finetune", "morphology", "--images", "train", "--truth", "train", "-o", "model.json")
+    assert r.exit_code == 2 and "already exists" in r.stderr
+    r = cli("detect", "train/t0_he.png", "--model", "missing.json")
+    assert r.exit_code == 3
+
+
+def test_default_detect_on_the_bundled_example(cli):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "synth_s9_0000_he.png"
+    r = cli("detect", str(example), "--format", "geojson")
+    assert r.exit_code == 0, r.stderr
+    names = [f["properties"]["classification"]["name"] for f in json.loads(r.stdout)["features"]]
+    assert names and all(n.startswith("Mast cell") for n in names)
+
+
+def test_law_of_neighbourhood_raises_implicit_candidates():
+    model = default_model()
+    assert model.neighbour_boost > 1.0
+    from mastctl.morphology import Analysis, classify
+
+    ie, ii = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit")
+    # Two candidates: probabilities forced through a stub model.
+    probs = np.array([[0.9, 0.04, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01], [0.02, 0.40, 0.45, 0.04, 0.03, 0.03, 0.02, 0.01]])
+
+    class Stub(Model):
+        def predict_proba(self, X):
+            return probs
+
+    stub = Stub("logistic", model.features, model.classes, {}, 1.0, 2.0)
+    st = F.Stained(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)), 0.5, 1, (None, None), True)
+    near = Analysis(st, F.Nuclei(np.zeros((2, 2), np.int32), 2, np.array([[10.0, 10.0], [40.0, 10.0]])), np.zeros((2, len(F.FEATURE_NAMES))))
+    far = Analysis(st, F.Nuclei(np.zeros((2, 2), np.int32), 2, np.array([[10.0, 10.0], [400.0, 10.0]])), np.zeros((2, len(F.FEATURE_NAMES))))
+    assert classify(near, stub)[1].label == "mast_cell" and classify(near, stub)[1].kind == "implicit"
+    assert classify(far, stub)[1].label == "lymphocyte"
+    assert ie == 0 and ii == 1
+
+
+def test_normalisation_restains_with_the_reference_vectors():
+    rng = np.random.default_rng(4)
+    own_h = stains.rotate_vector(stains.HEMATOXYLIN, 8.0, rng)
+    own_e = stains.rotate_vector(stains.EOSIN, 8.0, rng)
+    h = np.clip(rng.gamma(0.6, 0.5, (128, 128)), 0, 2.5).astype(np.float32)
+    e = np.clip(rng.gamma(1.0, 0.4, (128, 128)), 0, 2.5).astype(np.float32)
+    rgb = np.clip(np.round(stains.compose({"h": h * 0.6, "e": e * 1.4}, {"h": own_h, "e": own_e})), 0, 255).astype(np.uint8)
+    out = stains.normalize(rgb)
+    est_h, est_e = stains.estimate_he(out)
+    assert stains.angle_deg(est_h, stains.HEMATOXYLIN) < 3.0 and stains.angle_deg(est_e, stains.EOSIN) < 3.0
+    conc = stains.separate(out)
+    assert np.percentile(conc[..., 0], 99) == pytest.approx(stains.REFERENCE_MAX[0], rel=0.1)
+    glass = np.full((32, 32, 3), 250, np.uint8)
+    assert stains.normalize(glass) is glass
