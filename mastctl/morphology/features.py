@@ -61,6 +61,11 @@ def separate(pixels: np.ndarray, mpp: float) -> Stained:
     if estimate is not None and stains.angle_deg(estimate[1], stains.EOSIN) > 35:
         estimate = (estimate[0], stains.unit(stains.EOSIN))  # eosin pulled by other pigments: keep its standard
     vectors = estimate or (stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN))
+    return separate_with(pixels, mpp, vectors, estimated=estimate is not None)
+
+
+def separate_with(pixels: np.ndarray, mpp: float, vectors, estimated: bool = True) -> Stained:
+    """Deconvolution with given (first, second) stain vectors at ~0.5 um/px; the second lands in ``e``."""
     od = stains.od_lut(pixels)
     factor = max(1, int(round(WORK_MPP / mpp))) if mpp < 0.75 * WORK_MPP else 1
     if factor > 1:
@@ -69,7 +74,8 @@ def separate(pixels: np.ndarray, mpp: float) -> Stained:
     matrix = stains.stain_matrix(*vectors)
     conc = od.reshape(-1, 3) @ np.linalg.inv(matrix).astype(np.float32)
     conc = conc.reshape(od.shape[0], od.shape[1], 3)
-    return Stained(conc[..., 0], conc[..., 1], conc[..., 2], mpp * factor, factor, vectors, estimate is not None)
+    vectors = (np.asarray(vectors[0]), np.asarray(vectors[1]))
+    return Stained(conc[..., 0], conc[..., 1], conc[..., 2], mpp * factor, factor, vectors, estimated)
 
 
 @dataclass
@@ -79,8 +85,11 @@ class Nuclei:
     xy: np.ndarray  # (count, 2) centroids in working pixels (continuous coordinates)
 
 
-def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = None) -> Nuclei:
-    """Nuclei: smoothed hematoxylin above an adaptive threshold, split by seeded watershed."""
+def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = None, scale: float = 1.0) -> Nuclei:
+    """Nuclei: smoothed hematoxylin above an adaptive threshold, split by seeded watershed.
+
+    ``scale`` stretches the seed detector for larger objects (e.g. 1.6 for whole DAB-filled cells).
+    """
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
 
@@ -94,8 +103,8 @@ def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = No
     half = hs[: hs.shape[0] // 2 * 2, : hs.shape[1] // 2 * 2]
     half = half.reshape(half.shape[0] // 2, 2, half.shape[1] // 2, 2).mean(axis=(1, 3))
     hpx = px / 2
-    blob = ndi.gaussian_filter(half, 1.2 * hpx) - ndi.gaussian_filter(half, 3.0 * hpx)
-    footprint = max(3, int(round(3.0 * hpx)) | 1)
+    blob = ndi.gaussian_filter(half, 1.2 * scale * hpx) - ndi.gaussian_filter(half, 3.0 * scale * hpx)
+    footprint = max(3, int(round(3.0 * scale * hpx)) | 1)
     peak_mask = (blob == ndi.maximum_filter(blob, size=footprint)) & (blob > 0.01)
     plateau, n_peaks = ndi.label(peak_mask, structure=np.ones((3, 3)))  # flat tops give one seed each
     markers = np.zeros(hs.shape, np.int32)
