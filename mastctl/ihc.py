@@ -35,7 +35,10 @@ MAST_MARKERS = ("tryptase", "cd117")
 MARKERS = MAST_MARKERS + ("ki67", "other")
 TRANSFER_RADIUS_UM = 4.0
 MAX_THRESHOLD = 0.6  # OD; Otsu above this splits strong from very strong positives
-SEED_SCALE = 1.3  # cells here are bigger than bare nuclei: seeds further apart
+# Brown objects are bigger than bare nuclei, so their watershed seeds lie further apart:
+# whole mast cells (10-16 um) for cytoplasmic markers, nuclei (6-10 um) for the others.
+SEED_SCALE = {"tryptase": 2.2, "cd117": 2.2}
+DEFAULT_SEED_SCALE = 1.3
 CELL_RIM_UM = 3.0  # DAB is measured over the object and this rim
 
 
@@ -60,22 +63,34 @@ def detect_dab(pixels: np.ndarray, mpp: float, *, marker: str = "tryptase", min_
     est = estimate_h_dab(pixels)
     vectors = est or (stains.unit(stains.HEMATOXYLIN), stains.unit(stains.DAB))
     st = F.separate_with(pixels, mpp, vectors)
-    # Cells: blue nuclei and brown cells each above their own threshold (strong DAB must not
-    # raise the bar for pale negative nuclei), as one channel in units of those thresholds.
+    # Two kinds of object, each above its own threshold (strong DAB must not raise the bar for
+    # pale negative nuclei): brown cells (DAB bodies, split by watershed) and blue nuclei; a
+    # nucleus inside a brown cell is that cell's, not another one.
     hema, dab_map = np.clip(st.h, 0, None), np.clip(st.e, 0, None)  # e holds DAB here
-    h_thr = F.adaptive_threshold(hema)
     d_thr = max(min_dab, F.adaptive_threshold(dab_map))
-    combined = dataclasses.replace(st, h=np.maximum(hema / h_thr, dab_map / d_thr))
-    nuc = F.segment(combined, min_area_um2=min_area_um2, threshold=1.0, scale=SEED_SCALE)
+    brown = F.segment(dataclasses.replace(st, h=dab_map), min_area_um2=min_area_um2, threshold=d_thr,
+                      scale=SEED_SCALE.get(marker, DEFAULT_SEED_SCALE))
+    blue = F.segment(st, min_area_um2=min_area_um2 * 0.6)
+    if brown.count:
+        # a blue nucleus mostly under a brown cell belongs to it
+        covered = np.bincount(blue.labels.ravel(), weights=(brown.labels.ravel() > 0), minlength=blue.count + 1)[1:]
+        size = np.bincount(blue.labels.ravel(), minlength=blue.count + 1)[1:]
+        inside = covered > 0.3 * np.maximum(size, 1)
+        keep = np.flatnonzero(~inside) + 1
+        lut = np.zeros(blue.count + 1, np.int32)
+        lut[keep] = np.arange(brown.count + 1, brown.count + 1 + len(keep), dtype=np.int32)
+        labels = np.where(brown.labels > 0, brown.labels, lut[blue.labels])
+        nuc = F.Nuclei(labels, brown.count + len(keep), np.vstack([brown.xy, blue.xy[~inside]]))
+    else:
+        nuc = blue
     if nuc.count == 0:
         return DabResult([], 0, 0, threshold or min_dab, est is not None)
-    # Mean DAB per cell, over the object and a rim around it (a brown nucleus, or brown cytoplasm
-    # around a blue one). Measuring the nucleus alone for Ki67 scored worse on the DeepLIIF tiles.
+    # Mean DAB per cell, over the object and a rim around it (brown cytoplasm around a blue
+    # nucleus counts). Measuring the nucleus alone for Ki67 scored worse on the DeepLIIF tiles.
     dist, (ir, ic) = ndi.distance_transform_edt(nuc.labels == 0, return_indices=True)
     owner = np.where(dist * st.mpp <= CELL_RIM_UM, nuc.labels[ir, ic], 0).ravel()
-    dab = np.clip(st.e, 0, None).ravel()
     n = np.bincount(owner, minlength=nuc.count + 1)[1:]
-    mean_dab = np.bincount(owner, weights=dab, minlength=nuc.count + 1)[1:] / np.maximum(n, 1)
+    mean_dab = np.bincount(owner, weights=dab_map.ravel(), minlength=nuc.count + 1)[1:] / np.maximum(n, 1)
     if threshold is None:
         threshold = adaptive_dab_threshold(mean_dab, min_dab)
     positive = mean_dab >= threshold
@@ -153,3 +168,23 @@ def transfer(he: Image, ihc: Image, detector: Detector, *, marker: str = "trypta
         cells += [c for j, c in enumerate(he_cells) if j not in used_he and not c.is_mast_cell]
     det = Detections(image=he.info, backend=f"ihc-transfer:{detector.name}", cells=tuple(cells))
     return Transfer(det, reg, len(positives), false_pos, ihc.path)
+
+
+class DabDetector:
+    """DAB-positive cells as a Detector: positives only, or every cell with ``all_cells``."""
+
+    def __init__(self, marker: str = "tryptase", threshold: float | None = None, all_cells: bool = False) -> None:
+        self.name = f"ihc-dab:{marker}"
+        self.marker, self.threshold, self.all_cells = marker, threshold, all_cells
+
+    def detect(self, image: Image) -> Detections:
+        result = detect_dab(image.pixels, image.mpp or 0.5, marker=self.marker, threshold=self.threshold)
+        cells = result.cells if self.all_cells else [c for c in result.cells if c.features.get("positive")]
+        return Detections(image=image.info, backend=self.name, cells=tuple(cells))
+
+
+def positive_summary(det: Detections) -> dict[str, Any]:
+    """Counts of a DabDetector result (positive % needs every cell, i.e. --all-cells)."""
+    positive = sum(1 for c in det.cells if c.features.get("positive"))
+    total = len(det.cells)
+    return {"cells": total, "positive": positive, "positive_pct": round(100 * positive / total, 2) if total else None}
