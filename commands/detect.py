@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mastctl.cli import state
-from mastctl.errors import EXIT_INPUT, UsageError
+from mastctl.errors import EXIT_INPUT, MastctlError, UsageError
 
 HELP = """Find mast cells in images and write them as json, csv, geojson or an overlay PNG.
 
@@ -24,9 +24,22 @@ per image. Without -o the detections go to stdout.
   mastctl detect tiles/ -o out/ --format overlay           [dim]# marked PNG per image[/dim]
   mastctl detect a.tif b.tif --backend hybrid --format csv > cells.csv
   mastctl detect tile.png --model model.json               [dim]# a classifier from finetune morphology[/dim]
+  mastctl detect slide.svs -o slide.geojson --workers 2    [dim]# whole slide: tiles, heat map, hotspot[/dim]
+  mastctl detect --manifest cohort.csv -o results/         [dim]# many slides, resumable[/dim]
+
+Whole slides (SVS, NDPI, MRXS, OME-TIFF... or any image with --roi/--mask/--workers)
+are tiled over the tissue; OUT (geojson or csv) is streamed, and OUT.summary.json
+(tissue area, mast cells per mm², hotspot of 10 high-power fields) and
+OUT.heatmap.png are written beside it.
 """
 
 FORMAT_HELP = "json | csv | geojson | overlay (default: from -o's extension, else the profile's detect.format)."
+
+
+def _is_slide(path: Path) -> bool:
+    from mastctl import slides
+
+    return path.is_file() and slides.is_slide(path)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -46,7 +59,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def detect(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files, folders of images, or whole slides.", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Detector (default: the profile's detect.backend).", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (one image) or folder (several).", show_default=False)] = None,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP, show_default=False)] = None,
@@ -56,13 +69,32 @@ def detect(
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", min=0, help="Decompression-bomb limit in pixels; 0 = none (default: profile's detect.max_pixels).", show_default=False)] = None,
     model: Annotated[Path | None, typer.Option("--model", help="A trained model for the backend (e.g. from `mastctl finetune morphology`); same as -O model=PATH.", show_default=False)] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-O", help="Backend option KEY=VALUE (repeatable); overrides the profile's backend_options.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Whole slides: tile processes (default: CPU cores).", show_default=False, rich_help_panel="Whole slides")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Whole slides: local (process pool) or dask.", rich_help_panel="Whole slides")] = "local",
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786).", show_default=False, rich_help_panel="Whole slides")] = None,
+    roi: Annotated[str | None, typer.Option("--roi", help="Whole slides: only x,y,w,h (level-0 pixels).", show_default=False, rich_help_panel="Whole slides")] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Whole slides: only inside these GeoJSON polygons.", show_default=False, rich_help_panel="Whole slides")] = None,
+    hpf_mm2: Annotated[float, typer.Option("--hpf-mm2", min=0.01, help="Area of one high-power field for the hotspot (10 contiguous fields).", rich_help_panel="Whole slides")] = 0.237,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="A cohort: CSV with a 'slide' column (and optional 'mpp'); -o is a folder; finished slides are skipped.", show_default=False, rich_help_panel="Whole slides")] = None,
 ) -> None:
     from mastctl import detection, registry
 
+    images = images or []
+    if not images and manifest is None:
+        raise UsageError("give images (or slides), or --manifest slides.csv")
     st = state(ctx)
     out = st.out
     settings = st.loaded.profile.detect
     name = backend or settings.backend
+    slide_mode = manifest is not None or roi is not None or mask is not None or workers is not None or executor != "local" \
+        or any(_is_slide(p) for p in images)
+    if slide_mode:
+        options = _parse_options(option or [])
+        if model is not None:
+            options["model"] = str(model)
+        return _slides(st, images, manifest=manifest, output=output, fmt=fmt, backend=name, options=options, mpp=mpp,
+                       all_cells=settings.all_cells if all_cells is None else all_cells, workers=workers, executor=executor,
+                       scheduler=scheduler, roi=roi, mask=mask, hpf_mm2=hpf_mm2)
     job_plan = detection.plan(images, output, fmt, settings.format)
     thresholds = settings.thresholds
     if min_confidence is not None:
@@ -122,3 +154,56 @@ def _report(st, job_plan, outcomes, keep_all: bool) -> None:
         rows.append([o.job.image, s.mast_cells, s.explicit, s.implicit, density, o.job.output])
     if rows and not out.quiet:
         out.table(None, ["image", "mast cells", "explicit", "implicit", "per mm²", "written to"], rows)
+
+
+def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cells, workers, executor, scheduler, roi, mask, hpf_mm2):
+    """Whole slides (one, several, or a manifest): tiles, streamed outputs, one summary table."""
+    import json
+    import os
+
+    from mastctl import wsi
+
+    out = st.out
+    if executor not in ("local", "dask"):
+        raise UsageError(f"--executor must be local or dask, got {executor!r}")
+    jobs = wsi.slide_jobs(images, manifest, output, fmt or "geojson")
+    region = wsi.parse_roi(roi) if roi else None
+    polygons = wsi.read_mask(mask) if mask else None
+    profile = st.loaded.profile.model_dump(mode="json")
+    n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    rows, failed = [], 0
+    todo = [j for j in jobs if not (manifest and j.done)]
+    if manifest and len(todo) < len(jobs):
+        out.info(f"{len(jobs) - len(todo)} of {len(jobs)} slides already done; resuming")
+    for job in jobs:
+        if job not in todo:
+            rows.append(json.loads(job.summary_path.read_text()))
+            continue
+        with out.progress(2) as bar:
+            task = bar.add_task(f"{job.slide.name}", total=None)
+
+            def progress(done, total, _task=task, _bar=bar):
+                _bar.update(_task, completed=done, total=total)
+
+            try:
+                summary = wsi.process_slide(job.slide, job.output, fmt=job.fmt, detector=backend, options=options,
+                                            profile=profile, mpp=job.mpp or mpp, roi=region, mask_geojson=polygons,
+                                            workers=n_workers, executor=executor, scheduler=scheduler, all_cells=all_cells,
+                                            hpf_mm2=hpf_mm2, on_progress=progress)
+                rows.append(summary.to_dict())
+            except MastctlError as exc:
+                if manifest is None:
+                    raise
+                failed += 1
+                typer.echo(f"mastctl: error: {job.slide}: {exc}", err=True)
+    if manifest is not None and rows:
+        wsi.write_cohort_table(output / "summary.csv", rows)
+    if out.json_mode:
+        out.data(rows)
+    else:
+        out.table(None, ["slide", "tissue mm²", "mast cells", "explicit", "implicit", "per mm²", "hotspot (10 HPF)", "tiles", "s", "written to"],
+                  [[r["slide"], f"{r['tissue_mm2']:.2f}", r["mast_cells"], r["explicit"], r["implicit"],
+                    "" if r["mast_cells_per_mm2"] is None else f"{r['mast_cells_per_mm2']:.1f}", r["hotspot"].get("count", 0),
+                    r["tiles"], f"{r['seconds']:.1f}", r["outputs"]["cells"]] for r in rows])
+    if failed:
+        raise typer.Exit(3)

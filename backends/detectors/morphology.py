@@ -34,15 +34,26 @@ class MorphologyDetector:
         model: str | None = Field(None, description="Model JSON from `mastctl finetune morphology`; null: the built-in criteria model.")
         default_mpp: float = Field(0.5, gt=0, description="Scale assumed for images without one (um/px).")
         normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
+        stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
+        nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         from mastctl.morphology import model_path_or_default
 
         self.options = options or self.Options()
         self.model = model_path_or_default(self.options.model)
+        self._normalize = self.options.normalize or bool(self.model.info.get("normalize"))
+
+    def slide_options(self, sample, mpp: float) -> dict:
+        """Options that make every tile of one slide use the same stains and threshold."""
+        from mastctl.morphology import calibrate
+
+        return calibrate(sample, mpp, self._normalize)
 
     def detect(self, image: Image) -> Detections:
         import time
+
+        import numpy as np
 
         from mastctl.morphology import analyse, classify
 
@@ -51,7 +62,9 @@ class MorphologyDetector:
             raise InputError(f"{image.path}: {mpp:g} um/px is too coarse to see cells (nuclei would be under "
                              f"{7 / mpp:.1f} px); the morphology detector needs {MAX_MPP:g} um/px or finer (10x or more)")
         t0 = time.perf_counter()
-        analysis = analyse(image.pixels, mpp, normalize=self.options.normalize or bool(self.model.info.get("normalize")))
+        o = self.options
+        vectors = [np.asarray(v, dtype=np.float64) for v in o.stain_vectors] if o.stain_vectors else None
+        analysis = analyse(image.pixels, mpp, normalize=self._normalize, vectors=vectors, threshold=o.nucleus_threshold)
         t1 = time.perf_counter()
         cells = classify(analysis, self.model)
         t2 = time.perf_counter()

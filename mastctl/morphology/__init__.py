@@ -35,14 +35,18 @@ class Analysis:
         return self.nuclei.xy * self.stained.factor
 
 
-def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False) -> Analysis:
-    """Nuclei and features; ``normalize`` first re-stains the image to the reference (Macenko)."""
+def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False, vectors=None, threshold: float | None = None) -> Analysis:
+    """Nuclei and features; ``normalize`` first re-stains the image to the reference (Macenko).
+
+    ``vectors`` and ``threshold`` fix the stain vectors and the nucleus threshold (a whole slide
+    calibrates them once, so every tile is cut the same way); by default each image estimates its own.
+    """
     if normalize:
         from mastctl.stains import normalize as restain
 
         pixels = restain(pixels)
-    st = F.separate(pixels, mpp)
-    nuc = F.segment(st)
+    st = F.separate(pixels, mpp, vectors)
+    nuc = F.segment(st, threshold=threshold)
     return Analysis(st, nuc, F.features(st, nuc))
 
 
@@ -167,3 +171,14 @@ def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str =
     model.neighbour_boost = default_model().neighbour_boost
     model.info["normalize"] = normalize
     return model
+
+
+def calibrate(pixels: np.ndarray, mpp: float, normalize: bool = False) -> dict:
+    """Stain vectors and nucleus threshold of a sample of a slide (for every tile of it)."""
+    if normalize:
+        from mastctl.stains import normalize as restain
+
+        pixels = restain(pixels)
+    st = F.separate(pixels, mpp)
+    return {"stain_vectors": [[round(float(v), 6) for v in vec] for vec in st.vectors],
+            "nucleus_threshold": round(F.nucleus_threshold(st), 6)}

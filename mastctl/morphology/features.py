@@ -55,13 +55,26 @@ class Stained:
     estimated: bool  # the image's own vectors (True) or the standard ones
 
 
-def separate(pixels: np.ndarray, mpp: float) -> Stained:
-    """Macenko vectors (standard ones on near-empty tissue), then deconvolution at ~0.5 um/px."""
+def estimate_vectors(pixels: np.ndarray):
+    """The image's H&E vectors (Macenko), or None for the standard ones."""
     estimate = stains.estimate_he(pixels)
     if estimate is not None and stains.angle_deg(estimate[1], stains.EOSIN) > 35:
         estimate = (estimate[0], stains.unit(stains.EOSIN))  # eosin pulled by other pigments: keep its standard
-    vectors = estimate or (stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN))
-    return separate_with(pixels, mpp, vectors, estimated=estimate is not None)
+    return estimate
+
+
+def separate(pixels: np.ndarray, mpp: float, vectors=None) -> Stained:
+    """Deconvolution at ~0.5 um/px with ``vectors``, else the image's own (standard ones on near-empty tissue)."""
+    estimate = estimate_vectors(pixels) if vectors is None else vectors
+    chosen = estimate or (stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN))
+    return separate_with(pixels, mpp, chosen, estimated=estimate is not None)
+
+
+def nucleus_threshold(st: Stained) -> float:
+    """The hematoxylin threshold segment() would choose for these stains."""
+    from scipy import ndimage as ndi
+
+    return adaptive_threshold(ndi.gaussian_filter(st.h, 0.4 / st.mpp))
 
 
 def separate_with(pixels: np.ndarray, mpp: float, vectors, estimated: bool = True) -> Stained:

@@ -1,0 +1,199 @@
+"""Whole-slide images: region reads at any pyramid level, with the physical scale.
+
+- OpenSlide (``openslide-python`` + ``openslide-bin``): SVS, NDPI, MRXS, SCN,
+  generic tiled TIFF...; mpp from ``openslide.mpp-x``.
+- tifffile: pyramidal OME-TIFF (mpp from the OME XML), read tile by tile so
+  a region costs only the tiles it touches.
+- Anything else that mastctl.imaging reads is held in memory as one level.
+
+``open_slide(path)`` picks the reader. Every reader answers ``levels``
+(width, height, downsample), ``mpp`` (level 0) and ``read(level, x, y, w, h)``
+with level-0 coordinates for x, y and level pixels for w, h, as RGB uint8,
+white outside the slide.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mastctl.errors import BackendError, InputError
+
+WSI_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+
+
+@dataclass(frozen=True)
+class Level:
+    width: int
+    height: int
+    downsample: float
+
+
+class SlideReader(Protocol):
+    path: str
+    mpp: float | None
+    levels: list[Level]
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def is_slide(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(WSI_SUFFIXES) or name.endswith((".ome.tif", ".ome.tiff"))
+
+
+def open_slide(path: str | Path, mpp: float | None = None, max_pixels: int | None = None) -> SlideReader:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    name = p.name.lower()
+    if name.endswith((".ome.tif", ".ome.tiff")):
+        reader: SlideReader = OmeTiffReader(p)
+    elif name.endswith(WSI_SUFFIXES) or _openslide_can(p):
+        reader = OpenSlideReader(p)
+    else:
+        reader = MemoryReader(p, max_pixels)
+    if mpp is not None:
+        reader.mpp = float(mpp)
+    return reader
+
+
+def _openslide_can(p: Path) -> bool:
+    if p.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    try:
+        import openslide
+    except ImportError:
+        return False
+    try:
+        vendor = openslide.OpenSlide.detect_format(str(p))
+    except Exception:
+        return False
+    if vendor != "generic-tiff":
+        return vendor is not None
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:  # only tiled TIFFs gain from region reads
+        return bool(tif.pages[0].is_tiled)
+
+
+def best_level(levels: list[Level], mpp: float | None, target_mpp: float) -> int:
+    """The coarsest level still at least as fine as ``target_mpp``."""
+    if not mpp:
+        return 0
+    best = 0
+    for i, lv in enumerate(levels):
+        if mpp * lv.downsample <= target_mpp * 1.05:
+            best = i
+    return best
+
+
+class OpenSlideReader:
+    def __init__(self, path: Path) -> None:
+        try:
+            import openslide
+        except ImportError:
+            raise BackendError("reading whole-slide files needs OpenSlide: pip install 'mastctl[slides]'") from None
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except Exception as exc:
+            raise InputError(f"{path}: OpenSlide cannot read it: {str(exc).strip() or type(exc).__name__}") from None
+        self.path = str(path)
+        props = self._slide.properties
+        mpp = props.get("openslide.mpp-x")
+        self.mpp = float(mpp) if mpp else None
+        self.levels = [Level(int(w), int(h), float(d)) for (w, h), d in zip(self._slide.level_dimensions, self._slide.level_downsamples)]
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        region = self._slide.read_region((int(x), int(y)), level, (int(w), int(h)))
+        rgba = np.asarray(region)
+        alpha = rgba[..., 3:4].astype(np.float32) / 255.0  # outside the slide is transparent: make it white
+        return np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class OmeTiffReader:
+    """Pyramidal OME-TIFF via tifffile, decoding only the tiles a region needs."""
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        from mastctl.imaging import ome_physical_size_um
+
+        self.path = str(path)
+        try:
+            self._tif = tifffile.TiffFile(path)
+            series = self._tif.series[0]
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read OME-TIFF: {exc}") from None
+        self._levels = list(series.levels) if getattr(series, "levels", None) else [series]
+        self.mpp = ome_physical_size_um(self._tif.ome_metadata) if self._tif.ome_metadata else None
+        w0 = self._levels[0].shape[self._levels[0].axes.index("X")]
+        self.levels = []
+        for lv in self._levels:
+            w, h = lv.shape[lv.axes.index("X")], lv.shape[lv.axes.index("Y")]
+            self.levels.append(Level(int(w), int(h), w0 / w))
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        lv = self._levels[level]
+        page = lv.pages[0]
+        d = self.levels[level].downsample
+        x0, y0 = int(round(x / d)), int(round(y / d))
+        out = np.full((h, w, 3), 255, np.uint8)
+        if not page.is_tiled or page.planarconfig != 1 or lv.axes not in ("YXS",):
+            full = page.asarray()
+            if full.ndim == 2:
+                full = np.repeat(full[..., None], 3, axis=2)
+            _paste(out, full[..., :3], x0, y0)
+            return out
+        th, tw = page.tilelength, page.tilewidth
+        across = math.ceil(page.imagewidth / tw)
+        fh = self._tif.filehandle
+        for ty in range(max(0, y0 // th), min(math.ceil(page.imagelength / th), (y0 + h - 1) // th + 1)):
+            for tx in range(max(0, x0 // tw), min(across, (x0 + w - 1) // tw + 1)):
+                index = ty * across + tx
+                fh.seek(page.dataoffsets[index])
+                data = fh.read(page.databytecounts[index])
+                tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+                tile = tile.reshape(tile.shape[-3:])[..., :3]
+                _paste(out, tile, x0 - tx * tw, y0 - ty * th)
+        return out
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def _paste(out: np.ndarray, src: np.ndarray, x0: int, y0: int) -> None:
+    """Copy the part of ``src`` (placed so that out[0, 0] is src[y0, x0]) that overlaps ``out``."""
+    h, w = out.shape[:2]
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + h, src.shape[0]), min(x0 + w, src.shape[1])
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = src[sy0:sy1, sx0:sx1]
+
+
+class MemoryReader:
+    """Any image mastctl.imaging reads, held whole, as a one-level slide."""
+
+    def __init__(self, path: Path, max_pixels: int | None) -> None:
+        from mastctl import imaging
+
+        image = imaging.load(path, max_pixels=max_pixels)
+        self.path, self.mpp, self._pixels = str(path), image.mpp, image.pixels
+        self.levels = [Level(image.width, image.height, 1.0)]
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        out = np.full((h, w, 3), 255, np.uint8)
+        _paste(out, self._pixels, int(x), int(y))
+        return out
+
+    def close(self) -> None:
+        self._pixels = None
