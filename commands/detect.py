@@ -166,8 +166,8 @@ def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cel
     out = st.out
     if executor not in ("local", "dask"):
         raise UsageError(f"--executor must be local or dask, got {executor!r}")
-    jobs = wsi.slide_jobs(images, manifest, output, fmt or "geojson")
     region = wsi.parse_roi(roi) if roi else None
+    jobs = wsi.slide_jobs(images, manifest, output, fmt or "geojson")
     polygons = wsi.read_mask(mask) if mask else None
     profile = st.loaded.profile.model_dump(mode="json")
     n_workers = workers or max(1, min(os.cpu_count() or 1, 8))

@@ -164,6 +164,7 @@ class OmeTiffReader:
                 data = fh.read(page.databytecounts[index])
                 tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
                 tile = tile.reshape(tile.shape[-3:])[..., :3]
+                tile = tile[: page.imagelength - ty * th, : page.imagewidth - tx * tw]  # edge tiles are padded
                 _paste(out, tile, x0 - tx * tw, y0 - ty * th)
         return out
 
