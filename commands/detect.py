@@ -179,7 +179,7 @@ def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cel
         if job not in todo:
             rows.append(json.loads(job.summary_path.read_text()))
             continue
-        with out.progress(2) as bar:
+        with out.progress(2, unit="tiles") as bar:
             task = bar.add_task(f"{job.slide.name}", total=None)
 
             def progress(done, total, _task=task, _bar=bar):

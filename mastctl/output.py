@@ -66,20 +66,22 @@ class Output:
     def warn(self, message: str) -> None:
         self._console("err").print(f"mastctl: warning: {message}", markup=False, style="yellow")
 
-    def progress(self, total: int):
-        """A progress bar on stderr (a no-op when quiet, for one item, or with --json)."""
+    def progress(self, total: int, unit: str | None = None):
+        """A progress bar on stderr (a no-op when quiet or for one item); ``unit`` adds a rate (tiles/s)."""
         if self.quiet or total <= 1:
             return _NoProgress()
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.text import Text
 
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=self._console("err"),
-            transient=True,
-        )
+        class Rate(ProgressColumn):
+            def render(self, task) -> Text:
+                return Text(f"{task.speed or 0:.1f} {unit}/s")
+
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+        if unit:
+            columns.append(Rate())
+        columns.append(TimeRemainingColumn())
+        return Progress(*columns, console=self._console("err"), transient=True)
 
 
 class _NoProgress:

@@ -320,7 +320,10 @@ class StreamWriter:
         if fmt == "geojson":
             self.fh.write('{"type": "FeatureCollection", "features": [\n')
         else:
-            self.fh.write("image,x,y,label,kind,confidence\n")
+            import csv
+
+            self.csv = csv.writer(self.fh, lineterminator="\n")
+            self.csv.writerow(["image", "x", "y", "label", "kind", "confidence"])
 
     def write(self, cells: list[Cell]) -> int:
         from mastctl.cells import Detections, ImageInfo
@@ -335,7 +338,7 @@ class StreamWriter:
                 self.n += 1
         else:
             for c in chosen:
-                self.fh.write(f"{self.slide},{c.x:.2f},{c.y:.2f},{c.label},{c.kind or ''},{c.confidence:.4f}\n")
+                self.csv.writerow([self.slide, f"{c.x:.2f}", f"{c.y:.2f}", c.label, c.kind or "", f"{c.confidence:.4f}"])
                 self.n += 1
         return len(chosen)
 
