@@ -61,7 +61,7 @@ def detect(
     ctx: typer.Context,
     images: Annotated[list[Path] | None, typer.Argument(help="Image files, folders of images, or whole slides.", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="Detector (default: the profile's detect.backend).", show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (one image) or folder (several).", show_default=False)] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Output file (one image) or folder (several, or ending in /).", show_default=False)] = None,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP, show_default=False)] = None,
     mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel; overrides the file's own scale.", show_default=False)] = None,
     all_cells: Annotated[bool | None, typer.Option("--all-cells/--mast-cells", help="List every detected cell, not only mast cells.", show_default=False)] = None,
@@ -92,7 +92,7 @@ def detect(
         options = _parse_options(option or [])
         if model is not None:
             options["model"] = str(model)
-        return _slides(st, images, manifest=manifest, output=output, fmt=fmt, backend=name, options=options, mpp=mpp,
+        return _slides(st, images, manifest=manifest, output=Path(output) if output else None, fmt=fmt, backend=name, options=options, mpp=mpp,
                        all_cells=settings.all_cells if all_cells is None else all_cells, workers=workers, executor=executor,
                        scheduler=scheduler, roi=roi, mask=mask, hpf_mm2=hpf_mm2)
     job_plan = detection.plan(images, output, fmt, settings.format)

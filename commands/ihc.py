@@ -29,7 +29,7 @@ def _marker(marker: str) -> str:
 def detect(
     ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="IHC images or folders.", show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (one image) or folder.", show_default=False)] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Output file (one image) or folder (several, or ending in /).", show_default=False)] = None,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="json | csv | geojson | overlay.", show_default=False)] = None,
     marker: Annotated[str, typer.Option("--marker", help=MARKER_HELP)] = "tryptase",
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Add the negative cells (needed for a positive %).")] = False,

@@ -78,11 +78,17 @@ def expand_inputs(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def plan(inputs: Sequence[Path], output: Path | None, fmt: str | None, default_fmt: str) -> Plan:
-    """Decide the format and each image's output file; refuse anything unsafe."""
+def plan(inputs: Sequence[Path], output: Path | str | None, fmt: str | None, default_fmt: str) -> Plan:
+    """Decide the format and each image's output file; refuse anything unsafe.
+
+    ``output`` may be given as the raw text the user typed: a trailing slash means a folder
+    (pathlib would drop it).
+    """
     images = expand_inputs(inputs)
     several = len(images) > 1
-    out_is_dir = output is not None and (several or output.is_dir() or str(output).endswith(("/", "\\")))
+    trailing_slash = isinstance(output, str) and output.endswith(("/", "\\"))
+    output = Path(output) if output is not None else None
+    out_is_dir = output is not None and (several or output.is_dir() or trailing_slash)
     if fmt is None:
         fmt = (writers.format_for(output) if output is not None and not out_is_dir else None) or default_fmt
     if fmt not in writers.FORMATS:

@@ -179,7 +179,12 @@ def dump(dets: Sequence[Detections], fmt: str, stream: IO[str], *, all_cells: bo
 
 def atomic_write(path: Path, fill: Callable[[IO[bytes]], Any]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"cannot write {path}: a file stands where its folder should be") from None
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder")
     # mkstemp makes the file private (0600); give it what a plain open() would, or keep the old file's mode.
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)

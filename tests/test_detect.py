@@ -138,3 +138,14 @@ def test_decompression_bomb_guard_from_cli(cli, workspace):
     r = cli("detect", "a.png", "--max-pixels", "100")
     assert r.exit_code == 3 and "decompression-bomb limit of 100" in r.stderr
     assert cli("detect", "a.png", "--max-pixels", "0").exit_code == 0
+
+
+def test_trailing_slash_means_a_folder_even_for_one_image(cli, workspace):
+    r = cli("detect", "a.png", "--format", "geojson", "-o", "out/")
+    assert r.exit_code == 0, r.stderr
+    assert (workspace / "out" / "a.geojson").is_file()
+    r = cli("detect", "a.png", "-o", "out/overlay.png")
+    assert r.exit_code == 0 and (workspace / "out" / "overlay.png").is_file()
+    (workspace / "afile").write_text("x")
+    r = cli("detect", "a.png", "-o", "afile/x.json")
+    assert r.exit_code == 2 and "a file stands where its folder should be" in r.stderr
