@@ -66,7 +66,7 @@ def detect_dab(pixels: np.ndarray, mpp: float, *, marker: str = "tryptase", min_
     # Two kinds of object, each above its own threshold (strong DAB must not raise the bar for
     # pale negative nuclei): brown cells (DAB bodies, split by watershed) and blue nuclei; a
     # nucleus inside a brown cell is that cell's, not another one.
-    hema, dab_map = np.clip(st.h, 0, None), np.clip(st.e, 0, None)  # e holds DAB here
+    dab_map = np.clip(st.e, 0, None)  # e holds DAB here
     d_thr = max(min_dab, F.adaptive_threshold(dab_map))
     brown = F.segment(dataclasses.replace(st, h=dab_map), min_area_um2=min_area_um2, threshold=d_thr,
                       scale=SEED_SCALE.get(marker, DEFAULT_SEED_SCALE))

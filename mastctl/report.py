@@ -129,7 +129,7 @@ def thumbnail(path: Path, run: BackendRun) -> str | None:
         x, y = cell.x * factor, cell.y * factor
         draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=2)
 
-    for p, t in score.match.pairs:
+    for _, t in score.match.pairs:
         mark(score.true[t], HIT)
     for t in score.match.unmatched_true:
         mark(score.true[t], MISS)

@@ -310,7 +310,7 @@ class Renderer:
             rx, ry = cx + rng.normal(0, r * 0.3), cy + rng.normal(0, r * 0.3)
             rd = ellipse_distance(xx, yy, rx, ry, cv.px(3.5), cv.px(3.5) * rng.uniform(0.6, 1), rng.uniform(0, math.pi))
             cv.e[win] += soft(rd, 0.3) * rng.uniform(0.9, 1.3)
-        for k in range(rng.integers(1, 3)):
+        for _ in range(rng.integers(1, 3)):
             t = rng.uniform(0, 2 * math.pi)
             ex, ey = cx + (r + cv.px(0.8)) * math.cos(t), cy + (r + cv.px(0.8)) * math.sin(t)
             tangent = t + math.pi / 2

@@ -6,10 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image as PILImage
 
 from mastctl import registry, stains, synth
-from mastctl.cells import Cell
 from mastctl.errors import InputError
 from mastctl.imaging import Image
 from mastctl.metrics import match

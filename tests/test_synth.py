@@ -57,7 +57,7 @@ def test_nucleus_sizes_are_in_micrometres(tiles, mpp):
 
 
 def test_same_cells_in_micrometres_at_both_scales(tiles):
-    for mpp, tile in tiles.items():
+    for tile in tiles.values():
         sizes = [c.nucleus_um[0] for c in tile.cells if c.type == "lymphocyte"]
         assert 2.8 <= min(sizes) and max(sizes) <= 3.6
         assert tile.he.shape == (384, 384, 3)
