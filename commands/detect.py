@@ -75,6 +75,7 @@ def detect(
     roi: Annotated[str | None, typer.Option("--roi", help="Whole slides: only x,y,w,h (level-0 pixels).", show_default=False, rich_help_panel="Whole slides")] = None,
     mask: Annotated[Path | None, typer.Option("--mask", help="Whole slides: only inside these GeoJSON polygons.", show_default=False, rich_help_panel="Whole slides")] = None,
     hpf_mm2: Annotated[float, typer.Option("--hpf-mm2", min=0.01, help="Area of one high-power field for the hotspot (10 contiguous fields).", rich_help_panel="Whole slides")] = 0.237,
+    keep_blurred: Annotated[bool, typer.Option("--keep-blurred", help="Whole slides: analyse out-of-focus tiles too (skipped and reported by default).", rich_help_panel="Whole slides")] = False,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="A cohort: CSV with a 'slide' column (and optional 'mpp'); -o is a folder; finished slides are skipped.", show_default=False, rich_help_panel="Whole slides")] = None,
 ) -> None:
     from mastctl import detection, registry
@@ -94,7 +95,7 @@ def detect(
             options["model"] = str(model)
         return _slides(st, images, manifest=manifest, output=Path(output) if output else None, fmt=fmt, backend=name, options=options, mpp=mpp,
                        all_cells=settings.all_cells if all_cells is None else all_cells, workers=workers, executor=executor,
-                       scheduler=scheduler, roi=roi, mask=mask, hpf_mm2=hpf_mm2)
+                       scheduler=scheduler, roi=roi, mask=mask, hpf_mm2=hpf_mm2, skip_blurred=not keep_blurred)
     job_plan = detection.plan(images, output, fmt, settings.format)
     thresholds = settings.thresholds
     if min_confidence is not None:
@@ -156,7 +157,8 @@ def _report(st, job_plan, outcomes, keep_all: bool) -> None:
         out.table(None, ["image", "mast cells", "explicit", "implicit", "per mm²", "written to"], rows)
 
 
-def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cells, workers, executor, scheduler, roi, mask, hpf_mm2):
+def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cells, workers, executor, scheduler, roi, mask, hpf_mm2,
+            skip_blurred):
     """Whole slides (one, several, or a manifest): tiles, streamed outputs, one summary table."""
     import json
     import os
@@ -189,8 +191,11 @@ def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cel
                 summary = wsi.process_slide(job.slide, job.output, fmt=job.fmt, detector=backend, options=options,
                                             profile=profile, mpp=job.mpp or mpp, roi=region, mask_geojson=polygons,
                                             workers=n_workers, executor=executor, scheduler=scheduler, all_cells=all_cells,
-                                            hpf_mm2=hpf_mm2, on_progress=progress)
+                                            hpf_mm2=hpf_mm2, skip_blurred=skip_blurred, on_progress=progress)
                 rows.append(summary.to_dict())
+                if summary.blurred_tiles:
+                    out.warn(f"{job.slide}: {summary.blurred_tiles} out-of-focus tile(s) ({summary.blurred_mm2:.2f} mm²) "
+                             "skipped; --keep-blurred analyses them")
             except MastctlError as exc:
                 if manifest is None:
                     raise

@@ -170,3 +170,21 @@ def test_slide_errors(cli, tmp_path):
     assert r.exit_code == 2
     r = cli("detect", "a.svs", "--roi", "1,2,3")
     assert r.exit_code == 2 and "--roi" in r.stderr
+
+
+def test_out_of_focus_tiles_are_skipped_and_reported(big_tile, tmp_path):
+    from scipy import ndimage as ndi
+
+    _, tile = big_tile
+    pixels = tile.he.copy()
+    pixels[:, :512] = ndi.gaussian_filter(pixels[:, :512], (3, 3, 0))  # the left half out of focus
+    path = tmp_path / "half_blurred.png"
+    PILImage.fromarray(pixels).save(path, dpi=(50800, 50800))
+    s = wsi.process_slide(path, tmp_path / "b.geojson", detector="morphology", options={}, profile=PROFILE, tile_px=256)
+    assert s.blurred_tiles == 8 and s.tiles == 16
+    cells = [f["geometry"]["coordinates"] for f in json.loads((tmp_path / "b.geojson").read_text())["features"]]
+    assert cells and all(x >= 512 for x, _ in cells)
+    assert s.blurred_mm2 == pytest.approx(s.tissue_mm2, rel=0.25)  # half the tissue set aside
+    kept = wsi.process_slide(path, tmp_path / "k.geojson", detector="morphology", options={}, profile=PROFILE, tile_px=256,
+                             skip_blurred=False)
+    assert kept.blurred_tiles == 0 and kept.mast_cells >= s.mast_cells
