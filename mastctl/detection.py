@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mastctl.profile import Thresholds
     from mastctl.protocols import Detector
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".bmp", ".webp"}
+IMAGE_SUFFIXES = imaging.IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ DEFAULT_MAX_PIXELS = 300_000_000
 PLAUSIBLE_MPP = (0.01, 100.0)
 
 SUPPORTED = "PNG, JPEG, TIFF/OME-TIFF/SVS, BMP, WebP"
+# File name endings of images (a folder given as input stands for the files with these).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".bmp", ".webp", ".ndpi", ".mrxs"})
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),

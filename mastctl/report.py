@@ -107,7 +107,7 @@ def counts_svg(cmp: Comparison) -> str:
     return "".join(parts)
 
 
-def thumbnail(path: Path, run: BackendRun) -> str | None:
+def thumbnail(path: Path, pixels, run: BackendRun) -> str | None:
     """The image with hits (green), misses (red) and false alarms (yellow), as a data URI."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
@@ -115,8 +115,7 @@ def thumbnail(path: Path, run: BackendRun) -> str | None:
     score = next((s for s in run.scores if s.image == str(path)), None)
     if score is None:
         return None
-    image = imaging.load(path, max_pixels=0)
-    canvas = PILImage.fromarray(image.pixels)
+    canvas = PILImage.fromarray(pixels)
     factor = THUMB_PX / max(canvas.size)
     if factor < 1:
         canvas = canvas.resize((max(1, int(canvas.width * factor)), max(1, int(canvas.height * factor))))
@@ -173,8 +172,9 @@ def render_html(cmp: Comparison) -> str:
     rows = ["<table class='thumbs'><tr><th>image</th>" + "".join(f"<th>{html.escape(r.name)}</th>" for r in runs) + "</tr>"]
     for path in cmp.images[:MAX_THUMB_IMAGES]:
         cells = []
+        pixels = imaging.load(path, max_pixels=0).pixels  # once per image, for every backend
         for run in runs:
-            uri = thumbnail(path, run)
+            uri = thumbnail(path, pixels, run)
             score = next((s for s in run.scores if s.image == str(path)), None)
             caption = "" if score is None else f"{score.detection.tp} hit · {score.detection.fn} missed · {score.detection.fp} false"
             cells.append(f"<td><img src='{uri}' alt='{html.escape(path.name)}'><br><small>{caption}</small></td>" if uri else "<td></td>")

@@ -25,6 +25,7 @@ from typing import Any
 from mastctl.cells import SCHEMA as DETECTIONS_SCHEMA
 from mastctl.cells import Cell, Detections
 from mastctl.errors import InputError
+from mastctl.imaging import IMAGE_SUFFIXES
 
 SYNTH_SCHEMA = "mastctl/synth@1"
 
@@ -43,10 +44,7 @@ def image_key(name: str | Path) -> str:
     for suffix in (".ome.tiff", ".ome.tif"):
         if stem.lower().endswith(suffix):
             return stem[: -len(suffix)]
-    return Path(stem).stem if Path(stem).suffix.lower() in _IMAGE_EXT else stem
-
-
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".bmp", ".webp", ".ndpi", ".mrxs"}
+    return Path(stem).stem if Path(stem).suffix.lower() in IMAGE_SUFFIXES else stem
 
 
 def parse_class(name: Any) -> tuple[str, str | None]:
