@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_error("interrupted")
         return 130
     except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already shown; no args is still a usage error
+            return EXIT_USAGE
         message = exc.format_message()
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

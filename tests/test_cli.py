@@ -56,6 +56,11 @@ def test_a_detector_not_in_this_version_exits_2(cli, tmp_path):
     assert r.exit_code == 2 and "Gemini detector" in r.stderr and r.stdout == ""
 
 
+def test_no_arguments_show_help_and_exit_2(cli):
+    r = cli("detect")
+    assert r.exit_code == 2 and "Usage" in r.stdout and r.stderr == ""
+
+
 def test_usage_errors_exit_2_on_one_line(cli):
     r = cli("detect", "--no-such-flag", "x.png")
     assert r.exit_code == 2 and r.stderr.startswith("mastctl: error: ") and "--no-such-flag" in r.stderr
