@@ -130,7 +130,8 @@ def _guard(p: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and n > max_pixels:
         raise InputError(
             f"{p}: {width}x{height} = {n:,} pixels exceeds the decompression-bomb limit of "
-            f"{max_pixels:,}; if you trust this file, raise it with --max-pixels N (0 = no limit)"
+            f"{max_pixels:,}; if you trust this file, raise it with --max-pixels N (0 = no limit), "
+            "or let `mastctl detect` tile it as a slide (--workers N)"
         )
 
 

@@ -88,7 +88,8 @@ def tissue_mask(reader, roi: tuple[int, int, int, int] | None = None) -> tuple[n
     scale = lv.downsample * factor
     od = stains.rgb_to_od(thumb)
     r, g, b = (thumb[..., i].astype(np.int16) for i in range(3))
-    stained = od.sum(axis=2) > 0.2
+    spread = thumb.max(axis=2).astype(np.int16) - thumb.min(axis=2)
+    stained = (od.sum(axis=2) > 0.2) & ((spread > 12) | (od.sum(axis=2) > 0.8))  # coloured, or dark: not grey glass
     pen = ((b - r > 40) & (b - g > 20)) | ((g - r > 30) & (g - b > 10)) | (thumb.max(axis=2) < 50)  # blue, green, black ink
     mask = stained & ~pen
     mask = ndi.binary_closing(mask, iterations=2)
@@ -408,7 +409,7 @@ def process_slide(path: Path, output: Path, *, fmt: str = "geojson", detector: s
             if result.blurred:  # out of focus: not analysed, and not counted as tissue
                 summary.blurred_tiles += 1
                 summary.blurred_mm2 += tasks[result.index].tissue_mm2
-                summary.tissue_mm2 -= tasks[result.index].tissue_mm2
+                summary.tissue_mm2 = max(0.0, summary.tissue_mm2 - tasks[result.index].tissue_mm2)
             summary.cells += writer.write(result.cells)
             grid.add(result.cells)
             mast = [c for c in result.cells if c.is_mast_cell]
