@@ -70,20 +70,20 @@ def load_truth(path: str | Path, classes: Iterable[str] | None = None) -> dict[s
         if not files:
             raise InputError(f"{p}: folder holds no truth files (.json, .geojson, .csv)")
         out: dict[str, TruthImage] = {}
+        source: dict[str, Path] = {}
         for f in files:
-            for key, item in _load_file(f, keep).items():
-                out[key] = _merge(out.get(key), item)
+            for key, item in _load_file(f, keep, strict=False).items():
+                if key in out:  # two annotations of one image would count every cell twice
+                    raise InputError(f"{p}: image {key!r} has truth in both {source[key].name} and {f.name}; keep one")
+                out[key], source[key] = item, f
+        if not out:
+            raise InputError(f"{p}: no truth in this folder's .json/.geojson/.csv files")
         return out
     return _load_file(p, keep)
 
 
-def _merge(a: TruthImage | None, b: TruthImage) -> TruthImage:
-    if a is None:
-        return b
-    return TruthImage(a.key, a.cells + b.cells, a.mpp or b.mpp, a.image or b.image)
-
-
-def _load_file(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
+def _load_file(p: Path, keep: set[str] | None, strict: bool = True) -> dict[str, TruthImage]:
+    """One truth file; in a folder (``strict=False``) other JSON documents (summaries, models) are skipped."""
     if p.suffix.lower() == ".csv":
         return _read_csv(p, keep)
     try:
@@ -99,6 +99,8 @@ def _load_file(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
     if (isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature")) or isinstance(data, list):
         key = image_key(p.name.removesuffix(".geo.json") if p.name.endswith(".geo.json") else p.stem)
         return {key: TruthImage(key, tuple(_read_geojson(p, data, keep)))}
+    if not strict:
+        return {}
     raise InputError(f"{p}: not a truth format mastctl reads (synth JSON, detections JSON, GeoJSON, CSV)")
 
 

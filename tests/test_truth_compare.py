@@ -63,6 +63,12 @@ def test_folder_of_truth_and_bad_files(tmp_path):
     synth.write_tile(tile, tmp_path, "t0")
     t = load_truth(tmp_path)
     assert set(t) == {"t0_he"} and t["t0_he"].mpp == 0.5 and len(t["t0_he"].cells) == len(tile.cells)
+    (tmp_path / "t0_he.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    with pytest.raises(InputError, match="has truth in both t0.json and t0_he.geojson"):
+        load_truth(tmp_path)
+    (tmp_path / "t0_he.geojson").unlink()
+    (tmp_path / "run.summary.json").write_text(json.dumps({"schema": "mastctl/slide-summary@1"}))
+    assert set(load_truth(tmp_path)) == {"t0_he"}  # other JSON documents in a folder are not truth
     (tmp_path / "bad.csv").write_text("name,a\n1,2\n")
     with pytest.raises(InputError, match="needs columns image, x, y"):
         load_truth(tmp_path / "bad.csv")
