@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mastctl.cli import state
-from mastctl.errors import EXIT_INPUT, MastctlError, UsageError
+from mastctl.errors import EXIT_INPUT, UsageError
 
 HELP = """Find mast cells in images and write them as json, csv, geojson or an overlay PNG.
 
@@ -160,7 +160,6 @@ def _report(st, job_plan, outcomes, keep_all: bool) -> None:
 def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cells, workers, executor, scheduler, roi, mask, hpf_mm2,
             skip_blurred):
     """Whole slides (one, several, or a manifest): tiles, streamed outputs, one summary table."""
-    import json
     import os
 
     from mastctl import wsi
@@ -171,36 +170,29 @@ def _slides(st, images, *, manifest, output, fmt, backend, options, mpp, all_cel
     region = wsi.parse_roi(roi) if roi else None
     jobs = wsi.slide_jobs(images, manifest, output, fmt or "geojson")
     polygons = wsi.read_mask(mask) if mask else None
-    profile = st.loaded.profile.model_dump(mode="json")
     n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
-    rows, failed = [], 0
-    todo = [j for j in jobs if not (manifest and j.done)]
-    if manifest and len(todo) < len(jobs):
-        out.info(f"{len(jobs) - len(todo)} of {len(jobs)} slides already done; resuming")
-    for job in jobs:
-        if job not in todo:
-            rows.append(json.loads(job.summary_path.read_text()))
-            continue
-        with out.progress(2, unit="tiles") as bar:
-            task = bar.add_task(f"{job.slide.name}", total=None)
+    with out.progress(2, unit="tiles") as bar:
+        tasks: dict = {}
 
-            def progress(done, total, _task=task, _bar=bar):
-                _bar.update(_task, completed=done, total=total)
+        def progress(job, done, total):
+            if job not in tasks:
+                tasks[job] = bar.add_task(job.slide.name, total=total)
+            bar.update(tasks[job], completed=done, total=total)
 
-            try:
-                summary = wsi.process_slide(job.slide, job.output, fmt=job.fmt, detector=backend, options=options,
-                                            profile=profile, mpp=job.mpp or mpp, roi=region, mask_geojson=polygons,
-                                            workers=n_workers, executor=executor, scheduler=scheduler, all_cells=all_cells,
-                                            hpf_mm2=hpf_mm2, skip_blurred=skip_blurred, on_progress=progress)
-                rows.append(summary.to_dict())
-                if summary.blurred_tiles:
-                    out.warn(f"{job.slide}: {summary.blurred_tiles} out-of-focus tile(s) ({summary.blurred_mm2:.2f} mm²) "
-                             "skipped; --keep-blurred analyses them")
-            except MastctlError as exc:
-                if manifest is None:
-                    raise
-                failed += 1
-                typer.echo(f"mastctl: error: {job.slide}: {exc}", err=True)
+        def error(job, exc):
+            typer.echo(f"mastctl: error: {job.slide}: {exc}", err=True)
+
+        rows, failed, already = wsi.run_jobs(
+            jobs, resume=manifest is not None, keep_going=manifest is not None, on_progress=progress, on_error=error,
+            detector=backend, options=options, profile=st.loaded.profile.model_dump(mode="json"), mpp=mpp, roi=region,
+            mask_geojson=polygons, workers=n_workers, executor=executor, scheduler=scheduler, all_cells=all_cells,
+            hpf_mm2=hpf_mm2, skip_blurred=skip_blurred)
+    if already:
+        out.info(f"{already} of {len(jobs)} slides already done; resumed")
+    for r in rows:
+        if r.get("blurred_tiles"):
+            out.warn(f"{r['slide']}: {r['blurred_tiles']} out-of-focus tile(s) ({r['blurred_mm2']:.2f} mm²) skipped; "
+                     "--keep-blurred analyses them")
     if manifest is not None and rows:
         wsi.write_cohort_table(output / "summary.csv", rows)
     if out.json_mode:

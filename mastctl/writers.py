@@ -88,27 +88,35 @@ def write_csv(dets: Sequence[Detections], stream: IO[str], all_cells: bool) -> N
             )
 
 
+def geojson_feature(cell: Cell, feature_id: str) -> dict[str, Any]:
+    """One cell as a QuPath Point detection."""
+    name, color = classification(cell)
+    d = cell.to_dict()
+    measurements = {"Confidence": d["confidence"]}
+    measurements.update({k: v for k, v in d.get("features", {}).items() if isinstance(v, (int, float))})
+    return {
+        "type": "Feature",
+        "id": feature_id,
+        "geometry": {"type": "Point", "coordinates": [d["x"], d["y"]]},
+        "properties": {
+            "objectType": "detection",
+            "classification": {"name": name, "color": list(color)},
+            "measurements": measurements,
+        },
+    }
+
+
+def feature_id(*parts: Any) -> str:
+    """Deterministic feature ids (QuPath reads them as UUIDs): the same detections give the same file."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "mastctl:" + ":".join(str(p) for p in parts)))
+
+
 def to_geojson(det: Detections, all_cells: bool) -> dict[str, Any]:
     """A QuPath-importable FeatureCollection of Point detections."""
     features = []
     for i, c in enumerate(det.selected(all_cells)):
-        name, color = classification(c)
         d = c.to_dict()
-        measurements = {"Confidence": d["confidence"]}
-        measurements.update({k: v for k, v in d.get("features", {}).items() if isinstance(v, (int, float))})
-        features.append(
-            {
-                "type": "Feature",
-                # Deterministic ids: the same detections give the same file.
-                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"mastctl:{det.image.path}:{i}:{d['x']}:{d['y']}")),
-                "geometry": {"type": "Point", "coordinates": [d["x"], d["y"]]},
-                "properties": {
-                    "objectType": "detection",
-                    "classification": {"name": name, "color": list(color)},
-                    "measurements": measurements,
-                },
-            }
-        )
+        features.append(geojson_feature(c, feature_id(det.image.path, i, d["x"], d["y"])))
     return {"type": "FeatureCollection", "features": features}
 
 

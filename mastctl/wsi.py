@@ -16,12 +16,10 @@ the slide's size.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ import numpy as np
 
 from mastctl import slides
 from mastctl.cells import Cell
-from mastctl.errors import InputError, UsageError
+from mastctl.errors import InputError, MastctlError, UsageError
 
 WORK_MPP = 0.5
 TILE_PX = 1024  # at the working level
@@ -108,14 +106,21 @@ def tissue_mask(reader, roi: tuple[int, int, int, int] | None = None) -> tuple[n
 
 
 def plan_tiles(reader, detector: str, options: dict, profile: dict, *, roi=None, mask_polygons=None,
-               tile_px: int = TILE_PX) -> tuple[list[TileTask], float, np.ndarray, float]:
-    """Tiles over tissue; returns (tasks, tissue area mm^2, mask, mask scale)."""
+               tile_px: int = TILE_PX, tissue: tuple[np.ndarray, float] | None = None,
+               skip_blurred: bool = True) -> tuple[list[TileTask], float, np.ndarray, float]:
+    """Tiles over tissue; returns (tasks, tissue area mm^2, mask, mask scale).
+
+    ``tissue`` is a (mask, scale) already computed for this slide (it is read from the slide otherwise).
+    """
     mpp0 = reader.mpp or WORK_MPP
     level = slides.best_level(reader.levels, reader.mpp, WORK_MPP)
     down = reader.levels[level].downsample
-    mask, scale = tissue_mask(reader, roi)
-    if mask_polygons is not None:
-        mask &= rasterise(mask_polygons, mask.shape, scale)
+    if tissue is None:
+        mask, scale = tissue_mask(reader, roi)
+        if mask_polygons is not None:
+            mask &= rasterise(mask_polygons, mask.shape, scale)
+    else:
+        mask, scale = tissue
     tissue_mm2 = float(mask.sum()) * (scale * mpp0 / 1000.0) ** 2
     W, H = reader.levels[0].width, reader.levels[0].height
     x0, y0, x1, y1 = (0, 0, W, H) if roi is None else (roi[0], roi[1], min(W, roi[0] + roi[2]), min(H, roi[1] + roi[3]))
@@ -131,11 +136,13 @@ def plan_tiles(reader, detector: str, options: dict, profile: dict, *, roi=None,
             m = mask[int(ty / scale) : int(math.ceil((ty + h) / scale)), int(tx / scale) : int(math.ceil((tx + w) / scale))]
             if m.size and m.mean() > 0.02:
                 area = float(m.sum()) * (scale * mpp0 / 1000.0) ** 2
-                tasks.append(TileTask(len(tasks), reader.path, level, tx, ty, w, h, pad, reader.mpp, detector, options, profile, area))
+                tasks.append(TileTask(len(tasks), reader.path, level, tx, ty, w, h, pad, reader.mpp, detector, options, profile,
+                                      area, skip_blurred))
     return tasks, tissue_mm2, mask, scale
 
 
-def slide_calibration(reader, detector: str, options: dict, profile: dict, roi=None, samples: int = 6) -> dict:
+def slide_calibration(reader, detector: str, options: dict, profile: dict, roi=None, samples: int = 6,
+                      tissue: tuple[np.ndarray, float] | None = None) -> dict:
     """Options that a detector fixes once per slide (its ``slide_options``), from a few tissue tiles."""
     from mastctl import registry
     from mastctl.profile import Profile
@@ -143,7 +150,7 @@ def slide_calibration(reader, detector: str, options: dict, profile: dict, roi=N
     instance = registry.create("detector", detector, Profile.model_validate(profile), **options)
     if not hasattr(instance, "slide_options"):
         return {}
-    tasks, _, _, _ = plan_tiles(reader, detector, options, profile, roi=roi, tile_px=512)
+    tasks, _, _, _ = plan_tiles(reader, detector, options, profile, roi=roi, tile_px=512, tissue=tissue)
     if not tasks:
         return {}
     picks = [tasks[int(i)] for i in np.linspace(0, len(tasks) - 1, min(samples, len(tasks)))]
@@ -354,15 +361,13 @@ class StreamWriter:
             self.csv.writerow(["image", "x", "y", "label", "kind", "confidence"])
 
     def write(self, cells: list[Cell]) -> int:
-        from mastctl.cells import Detections, ImageInfo
-        from mastctl.writers import to_geojson
+        from mastctl.writers import feature_id, geojson_feature
 
         chosen = [c for c in cells if self.all_cells or c.is_mast_cell]
         if self.fmt == "geojson":
-            det = Detections(ImageInfo(self.slide, 0, 0), "", tuple(chosen))
-            for f in to_geojson(det, all_cells=True)["features"]:
-                f["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mastctl:{self.slide}:{self.n}"))
-                self.fh.write((",\n" if self.n else "") + json.dumps(f))
+            for c in chosen:
+                feature = geojson_feature(c, feature_id(self.slide, self.n))
+                self.fh.write((",\n" if self.n else "") + json.dumps(feature))
                 self.n += 1
         else:
             for c in chosen:
@@ -394,9 +399,12 @@ def process_slide(path: Path, output: Path, *, fmt: str = "geojson", detector: s
     try:
         if reader.mpp is None:
             raise InputError(f"{path}: the slide carries no scale; pass --mpp")
-        options = {**options, **slide_calibration(reader, detector, options, profile, roi)}
-        tasks, tissue_mm2, _, _ = plan_tiles(reader, detector, options, profile, roi=roi, mask_polygons=mask_geojson, tile_px=tile_px)
-        tasks = [dataclasses.replace(t, skip_blurred=skip_blurred) for t in tasks]
+        tissue = tissue_mask(reader, roi)  # read once: for the calibration sample and for the tiles
+        if mask_geojson is not None:
+            tissue[0][:] &= rasterise(mask_geojson, tissue[0].shape, tissue[1])
+        options = {**options, **slide_calibration(reader, detector, options, profile, roi, tissue=tissue)}
+        tasks, _, _, _ = plan_tiles(reader, detector, options, profile, roi=roi, tile_px=tile_px, tissue=tissue,
+                                    skip_blurred=skip_blurred)
         tissue_mm2 = sum(t.tissue_mm2 for t in tasks)  # the tissue that tiles cover
         summary = SlideSummary(str(path), reader.levels[0].width, reader.levels[0].height, reader.mpp, tissue_mm2, tiles=len(tasks))
         grid = DensityGrid(reader.levels[0].width, reader.levels[0].height, reader.mpp)
@@ -488,6 +496,37 @@ def slide_jobs(images: list[Path], manifest: Path | None, output: Path | None, f
         seen.add(target)
         jobs.append(SlideJob(slide, target, fmt, slide_mpp))
     return jobs
+
+
+def run_jobs(jobs: list[SlideJob], *, resume: bool, keep_going: bool, on_progress=None, on_error=None,
+             **slide_options: Any) -> tuple[list[dict[str, Any]], int, int]:
+    """Process slides in order; returns (summaries, slides failed, slides already done).
+
+    ``resume`` takes finished slides' summaries from disk instead of redoing them; with
+    ``keep_going`` a slide's error is reported (``on_error``) and the others still run.
+    ``on_progress(job, done, total)`` follows the tiles; the rest goes to ``process_slide``.
+    """
+    rows: list[dict[str, Any]] = []
+    failed = already = 0
+    for job in jobs:
+        if resume and job.done:
+            rows.append(json.loads(job.summary_path.read_text()))
+            already += 1
+            continue
+        progress = (lambda done, total, _job=job: on_progress(_job, done, total)) if on_progress else None
+        try:
+            options = {k: v for k, v in slide_options.items() if k != "mpp"}
+            summary = process_slide(job.slide, job.output, fmt=job.fmt, mpp=job.mpp or slide_options.get("mpp"),
+                                    on_progress=progress, **options)
+        except MastctlError as exc:
+            if not keep_going:
+                raise
+            failed += 1
+            if on_error:
+                on_error(job, exc)
+            continue
+        rows.append(summary.to_dict())
+    return rows, failed, already
 
 
 def _stem(path: Path) -> str:
