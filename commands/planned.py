@@ -10,10 +10,6 @@ import typer
 from mastctl.errors import UsageError
 
 PLANNED = {
-    "kb": (
-        "Knowledge base of annotated example cells (LanceDB, Chroma, Pinecone).",
-        "the knowledge base (kb add/ingest/search/...)",
-    ),
     "cube": (
         "The embedding-to-embedding trainer (3D Cubic Core).",
         "the embedding trainer (cube)",

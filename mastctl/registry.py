@@ -52,10 +52,6 @@ PLANNED: dict[tuple[str, str], str] = {
     ("detector", "hybrid"): "the hybrid detector",
     ("detector", "qwen"): "the Qwen2-VL / Qwen2.5-VL detector",
     ("detector", "llava"): "the LLaVA detector",
-    ("store", "lancedb"): "the LanceDB store",
-    ("store", "chroma"): "the Chroma store",
-    ("store", "pinecone"): "the Pinecone store",
-    ("embedder", "cellcrop"): "the cell-crop image embedder",
     ("teacher", "minilm"): "the all-MiniLM-L6-v2 teacher",
 }
 

@@ -7,6 +7,7 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 class MiniLMEmbedder:
     name = "minilm"
+    modality = "text"
     requires = ("sentence_transformers",)
     extra = "text"
 
@@ -54,7 +56,12 @@ class MiniLMEmbedder:
 
     def _load(self) -> Any:
         if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub, whatever the model folder says
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
             from mastctl.devices import resolve_device
 

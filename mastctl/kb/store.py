@@ -1,0 +1,124 @@
+"""The one protocol every knowledge-base store implements, and what travels through it.
+
+A store keeps rows: the record's JSON (crop excluded), the crop's PNG bytes,
+the filterable scalars, and one vector — the record's text and image
+embeddings side by side, each of unit length::
+
+    vector = [ text (t dims) | image (i dims) ]
+
+so that one inner-product search serves every kind of query: a text query is
+``[q_text | 0]``, an image query ``[0 | q_image]``, a mixed one
+``[w q_text | (1-w) q_image]``, and the score is the (weighted) cosine
+similarity. Stores know nothing of embedders or records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+FILTER_FIELDS = ("type", "label", "difficulty", "source")
+META_ID = "__mastctl_meta__"
+
+
+@dataclass
+class Row:
+    id: str
+    type: str
+    label: str
+    difficulty: str
+    source: str
+    record_json: str
+    crop_png: bytes
+    vector: np.ndarray  # float32, text then image
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Rows whose field holds one of the listed values (all fields must match)."""
+
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.values:
+            if name not in FILTER_FIELDS:
+                raise ValueError(f"cannot filter on {name!r} (only {', '.join(FILTER_FIELDS)})")
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def matches(self, row: Row) -> bool:
+        return all(getattr(row, name) in allowed for name, allowed in self.values.items())
+
+    def sql(self) -> str | None:
+        """A SQL WHERE clause (LanceDB); values are quoted, never interpolated raw."""
+        if not self.values:
+            return None
+        quote = lambda v: "'" + v.replace("'", "''") + "'"
+        return " AND ".join(f"{name} IN ({', '.join(quote(v) for v in allowed)})" for name, allowed in self.values.items())
+
+    def mongo(self) -> dict[str, Any] | None:
+        """A metadata filter of the Chroma / Pinecone kind."""
+        parts = [{name: {"$in": list(allowed)}} for name, allowed in self.values.items()]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+
+
+class Store(Protocol):
+    """A place that keeps rows. ``open`` creates the collection when asked to."""
+
+    name: str
+
+    def open(self, dim: int | None, create: bool) -> bool:
+        """Connect; create the collection for vectors of ``dim`` when ``create``. False if it does not exist."""
+
+    def read_meta(self) -> dict[str, Any] | None: ...
+
+    def write_meta(self, meta: dict[str, Any]) -> None: ...
+
+    def upsert(self, rows: Sequence[Row]) -> None:
+        """Insert or replace by id, as one batch."""
+
+    def fetch(self, ids: Sequence[str]) -> list[Row]: ...
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove these ids; how many existed."""
+
+    def query(self, vector: np.ndarray, k: int, where: Filter) -> list[Hit]:
+        """The k rows of largest inner product with ``vector``, best first."""
+
+    def scan(self, where: Filter, batch: int = 512) -> Iterator[list[Row]]:
+        """Every row (matching ``where``), in batches, ordered by id."""
+
+    def count(self, where: Filter) -> int: ...
+
+    def drop(self) -> None:
+        """Remove the collection and its metadata."""
+
+    def location(self) -> str:
+        """Where the data lives, for messages."""
+
+
+def to_metadata(row: Row) -> dict[str, str]:
+    """A row as flat string metadata (stores without binary columns: Chroma, Pinecone)."""
+    import base64
+
+    return {**{name: getattr(row, name) for name in FILTER_FIELDS}, "record_json": row.record_json,
+            "crop_png": base64.b64encode(row.crop_png).decode("ascii")}
+
+
+def from_metadata(row_id: str, meta: dict[str, Any], vector: Any) -> Row:
+    import base64
+
+    return Row(row_id, *(str(meta.get(name, "")) for name in FILTER_FIELDS), record_json=str(meta["record_json"]),
+               crop_png=base64.b64decode(meta.get("crop_png") or ""), vector=np.asarray(vector, np.float32))
