@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,16 +57,9 @@ class MiniLMEmbedder:
 
     def _load(self) -> Any:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub, whatever the model folder says
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-
             from mastctl.devices import resolve_device
 
-            self._model = SentenceTransformer(str(self.model_path()), device=resolve_device(self._gpu), local_files_only=True)
+            self._model = _model(str(self.model_path()), resolve_device(self._gpu))
             dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension()
             self.dim = int(dim)
         return self._model
@@ -79,3 +73,15 @@ class MiniLMEmbedder:
         vectors = model.encode(list(items), batch_size=self.options.batch_size, normalize_embeddings=True,
                                convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+@cache
+def _model(path: str, device: str) -> Any:
+    """One loaded model per (folder, device) and process: commands and backends share it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub, whatever the model folder says
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return SentenceTransformer(path, device=device, local_files_only=True)

@@ -13,7 +13,6 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,18 +104,18 @@ class KnowledgeBase:
             self.check_embedders()
 
     def _fresh_meta(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "text_embedder": self.text_name, "text_dim": self.text_embedder().dim,
+        return {"schema_version": SCHEMA_VERSION, "text_embedder": self.text_name, "text_dim": int(self.text_embedder().embed(["width probe"]).shape[1]),
                 "image_embedder": self.image_name, "image_dim": self.image_embedder().dim, "crop_um": self.crop_um,
                 "created_at": now().isoformat()}
 
     def check_embedders(self) -> None:
-        stored = (self.meta.get("text_embedder"), self.meta.get("image_embedder"), float(self.meta.get("crop_um", 0)))
-        wanted = (self.text_name, self.image_name, float(self.crop_um))
+        stored = (self.meta.get("text_embedder"), self.meta.get("image_embedder"))
+        wanted = (self.text_name, self.image_name)
         if stored != wanted:
             raise UsageError(
-                f"the knowledge base at {self.store.location()} was built with text embedder {stored[0]!r}, image embedder "
-                f"{stored[1]!r}, crops of {stored[2]:g} µm; the profile asks for {wanted[0]!r}, {wanted[1]!r}, "
-                f"{wanted[2]:g} µm: run `mastctl kb reindex` to rebuild it (or change the profile back)")
+                f"the knowledge base at {self.store.location()} was built with text embedder {stored[0]!r} and image "
+                f"embedder {stored[1]!r}; the profile asks for {wanted[0]!r} and {wanted[1]!r}: run `mastctl kb reindex` "
+                "to rebuild it (or change the profile back)")
 
     def migrate(self) -> int:
         """Rewrite every record in the current schema (records migrate on parse); the vectors stay."""
@@ -295,7 +294,7 @@ class KnowledgeBase:
         fresh = self._fresh_meta()
         old_dim = int(self.meta.get("text_dim", 0)) + int(self.meta.get("image_dim", 0))
         if fresh["text_dim"] + fresh["image_dim"] == old_dim:
-            self.meta.update({k: fresh[k] for k in ("text_embedder", "text_dim", "image_embedder", "image_dim", "crop_um")})
+            self.meta.update({k: fresh[k] for k in ("text_embedder", "text_dim", "image_embedder", "image_dim")})
             n = 0
             for rows in self.store.scan(Filter()):
                 records = [self._record(r) for r in rows]

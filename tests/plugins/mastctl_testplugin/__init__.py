@@ -51,3 +51,26 @@ class ShadowingEmbedder:
     """Tries to take the built-in name 'minilm'; mastctl's own must win."""
 
     name = "minilm"
+
+
+class HashingTextEmbedder:
+    """A tiny text embedder (hashed words, 64-d): a second text embedder for reindex tests."""
+
+    name = "hashtext"
+    modality = "text"
+    dim = 64
+
+    def __init__(self, options=None, profile=None) -> None:
+        pass
+
+    def embed(self, items):
+        import zlib
+
+        import numpy as np
+
+        out = np.zeros((len(items), self.dim), np.float32)
+        for i, text in enumerate(items):
+            for word in str(text).lower().split():
+                out[i, zlib.crc32(word.encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1)
