@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,17 +83,129 @@ def quality(args) -> None:
               f"{1000 * dt / len(crops):.2f} ms/crop; precision@5 same type {p5['all']:.3f}  {p5}")
 
 
-def _records(n: int, seed: int):
-    """Realistic records: truth-derived from synthetic tiles (crops, descriptions), many tiles."""
-    from mastctl.kb import sources
+def _open_kb(store: str, folder: Path, text_embedder: str = "minilm"):
+    from mastctl.kb.service import KnowledgeBase
+    from mastctl.profile import Profile
 
-    rng_seed = seed
-    made = 0
-    while made < n:
-        tile = synth.render_tile(rng_seed, synth.SynthOptions(mpp=0.5))
-        yield from (r for r in sources.synth_tile_records(tile, f"bench_{rng_seed}"))
-        made += len(tile.cells)
-        rng_seed += 1
+    profile = Profile.model_validate({"kb": {"store": store, "uri": str(folder), "text_embedder": text_embedder}})
+    return KnowledgeBase.open(profile, create=True)
+
+
+def ingest(args) -> None:
+    """`kb ingest` of synthetic annotation files, timed per store (model loading excluded, reported apart)."""
+    from mastctl.kb.sources import truth_batches
+
+    work = Path(args.workdir).expanduser()
+    tiles = max(1, args.records // 38)
+    folder = work / f"kb-ingest-s{args.seed}-n{tiles}"
+    if not (folder / f"{synth.tile_stem(args.seed, tiles - 1)}.json").exists():
+        synth.generate(folder, tiles, args.seed, synth.SynthOptions())
+    for store in args.stores.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            kb = _open_kb(store, Path(tmp) / "kb")
+            load_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            added = 0
+            for _, records, vectors in truth_batches(folder, [folder], embedder=kb.image_embedder(), mpp=None,
+                                                     crop_um=kb.crop_um, workers=args.workers):
+                added += kb.upsert(records, image_vectors=vectors).added
+            dt = time.perf_counter() - t0
+            texts = len(kb._text_cache)
+            t0 = time.perf_counter()
+            again = sum(kb.upsert(r, image_vectors=v).unchanged for _, r, v in truth_batches(
+                folder, [folder], embedder=kb.image_embedder(), mpp=None, crop_um=kb.crop_um, workers=args.workers))
+            dt2 = time.perf_counter() - t0
+        print(f"ingest {store}: {added} records from {tiles} tiles in {dt:.1f} s = {added / dt:.0f} records/s with both "
+              f"embeddings ({texts} distinct texts; opening + model load {load_s:.1f} s); re-ingest {again} unchanged "
+              f"in {dt2:.1f} s = {again / dt2:.0f} records/s")
+
+
+def realistic_vectors(args, n: int):
+    """n record vectors (text | image) from real synthetic cells: each cell's crop in its 8 dihedral poses at small
+    shifts, so every image vector is a real crop's embedding; text vectors are those of the cells' records."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = Path(args.workdir).expanduser()
+    cache = work / f"kb-vectors-{n}.npz"
+    if cache.exists():
+        data = np.load(cache)
+        return data["vectors"], data["types"]
+    folder = work / "kb-search-tiles"
+    per_cell = 24  # 8 poses x 3 shifts
+    tiles = n // (38 * per_cell) + 2
+    folder.mkdir(parents=True, exist_ok=True)
+    crops, types = [], []
+    for seed in range(5000, 5000 + tiles):
+        tile = synth.render_tile(seed)
+        for c in tile.cells:
+            for dx, dy in ((0, 0), (1.5, -1), (-1, 1.5)):
+                base = C.cut(tile.he, tile.mpp, min(max(c.x + dx, 0), 511), min(max(c.y + dy, 0), 511), 30.0)
+                for k in range(8):
+                    crops.append(np.rot90(base if k < 4 else base[:, ::-1], k % 4).copy())
+                    types.append(c.kind if c.label == "mast_cell" else c.label)
+    crops, types = crops[:n], np.array(types[:n])
+    with ProcessPoolExecutor(2) as pool:
+        parts = list(pool.map(_embed_part, [crops[i:i + 2000] for i in range(0, len(crops), 2000)]))
+    image = np.concatenate(parts)
+    kb = _open_kb("lancedb", Path(tempfile.mkdtemp()) / "kb")
+    from mastctl.kb.describe import describe
+
+    texts = []
+    for t in types:
+        morph, dist, words = describe(str(t), {})
+        texts.append(". ".join([str(t), *morph.model_dump().values(), *dist.model_dump().values(), *words]))
+    text = kb.embed_texts(texts)
+    vectors = np.concatenate([text, image], axis=1).astype(np.float32)
+    np.savez(cache, vectors=vectors, types=types)
+    return vectors, types
+
+
+def _embed_part(crops):
+    from mastctl.morphology.embedding import embed
+
+    return embed(crops)[0]
+
+
+def search(args) -> None:
+    """LanceDB at --records rows: p50/p95 latency and recall@10 against exact search, image, text and mixed queries."""
+    from mastctl.backends.stores.lancedb import LanceDBStore
+    from mastctl.kb.store import Filter, Row
+
+    n = args.records
+    vectors, types = realistic_vectors(args, n + 300)
+    db_vecs, queries = vectors[:n], vectors[n:]
+    crop = C.to_png(np.full((60, 60, 3), 230, np.uint8))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LanceDBStore(uri=str(Path(tmp) / "kb"))
+        store.open(vectors.shape[1], create=True)
+        t0 = time.perf_counter()
+        for start in range(0, n, 5000):
+            rows = [Row(f"r{i:07d}", "negative", str(types[i]), "easy", "bench", "{}", crop, db_vecs[i])
+                    for i in range(start, min(n, start + 5000))]
+            store.upsert(rows)
+        build_s = time.perf_counter() - t0
+        indexed = [list(ix.columns) for ix in store.table.list_indices()]
+        text_dim = 384
+        for kind in ("image", "text", "mixed"):
+            lat, recall = [], []
+            for q in queries[:200]:
+                qv = q.copy()
+                if kind == "image":
+                    qv[:text_dim] = 0
+                elif kind == "text":
+                    qv[text_dim:] = 0
+                else:
+                    qv *= 0.5
+                exact = set(np.argsort(-(db_vecs @ qv))[:10])
+                t0 = time.perf_counter()
+                hits = store.query(qv, 10, Filter())
+                lat.append(time.perf_counter() - t0)
+                recall.append(len(exact & {int(h.id[1:]) for h in hits}) / 10)
+            lat_ms = np.array(lat) * 1000
+            print(f"search lancedb {n} records, {kind} queries: p50 {np.median(lat_ms):.1f} ms, p95 "
+                  f"{np.percentile(lat_ms, 95):.1f} ms, recall@10 vs exact {np.mean(recall):.3f}")
+        print(f"(built in {build_s:.0f} s; indexes: {indexed})")
 
 
 def main() -> int:
@@ -103,11 +216,13 @@ def main() -> int:
     ap.add_argument("--tiles", type=int, default=16)
     ap.add_argument("--records", type=int, default=3000)
     ap.add_argument("--stores", default="lancedb,chroma")
+    ap.add_argument("--workdir", default="~/.cache/mastctl-bench")
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     if args.fit_image_embedder:
         fit(range(2000, 2040))
         return 0
-    {"quality": quality}[args.what](args)
+    {"quality": quality, "ingest": ingest, "search": search}[args.what](args)
     return 0
 
 

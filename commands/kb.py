@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -177,6 +178,7 @@ def ingest(
     from_analysis: Annotated[bool, typer.Option("--from-analysis", help="The sources are analysis-results JSON (image_no, step1_coordinates, ...).")] = False,
     mast_only: Annotated[bool, typer.Option("--mast-only", help="Skip annotated look-alikes (by default they become negative examples).")] = False,
     source: Annotated[str | None, typer.Option("--source", help="Source name stored in each record (default: the file name).", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes cutting and embedding crops (0: one per CPU, at most 4).")] = 0,
     mpp: Mpp = None,
     store: Store = None,
     uri: Uri = None,
@@ -200,6 +202,7 @@ def ingest(
             raise InputError(f"{p}: no such file or folder")
     kb = _open(ctx, store, uri, create=True)
     folders = list(images or [])
+    n_workers = workers or min(4, os.cpu_count() or 1)
     total = WriteResult()
     with st.out.progress(len(sources), unit="files") as bar:
         task = bar.add_task("ingest", total=len(sources))
@@ -211,7 +214,7 @@ def ingest(
                     batches = S.analysis_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um)
                 else:
                     batches = S.truth_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um,
-                                              include_negatives=not mast_only, source=source)
+                                              include_negatives=not mast_only, source=source, workers=n_workers)
                 for image_path, records, vectors in batches:
                     if source and from_analysis:
                         records = [r.model_copy(update={"source": source}) for r in records]

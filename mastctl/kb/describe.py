@@ -60,7 +60,7 @@ def nucleus_words(features: dict[str, float]) -> str:
     shape = "round" if elong < 1.3 else "oval" if elong < 1.9 else "spindle"
     place = "central" if features.get("offset", 0.0) < 0.35 else "eccentric"
     lobes = ", bilobed" if features.get("lobe_partner", 0.0) > 0.5 else ""
-    return f"{place}, {shape}{lobes}, about {diameter:.1f} µm"
+    return f"{place}, {shape}{lobes}, about {diameter:.0f} µm"
 
 
 def describe(cell_type: str, features: dict[str, float], location: str = "") -> tuple[Morphology, Distinguishing, list[str]]:

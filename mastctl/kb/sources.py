@@ -93,25 +93,52 @@ def find_image(key: str, named: str | None, folders: Sequence[Path]) -> Path:
 
 
 def truth_batches(truth: Path, images: Sequence[Path], *, embedder: Any, mpp: float | None, crop_um: float,
-                  include_negatives: bool = True, source: str | None = None,
+                  include_negatives: bool = True, source: str | None = None, workers: int = 1,
                   ) -> Iterator[tuple[Path, list[CellRecord], list[np.ndarray]]]:
-    """Per annotated image: (image, records, image vectors)."""
-    from mastctl import imaging
+    """Per annotated image, in key order: (image, records, image vectors).
+
+    ``workers`` > 1 cuts and embeds several images at once in worker processes (the embedder is
+    rebuilt there from its registry name); results still arrive in order.
+    """
     from mastctl.truth import load_truth
 
     annotated = load_truth(truth)
     folders = [*images, truth if truth.is_dir() else truth.parent]
-    for key, item in sorted(annotated.items()):
-        path = find_image(key, item.image, folders)
-        image = imaging.load(path, mpp=mpp)
-        use_mpp = mpp or item.mpp or image.mpp
-        if not use_mpp:
-            raise InputError(f"{path}: resolution unknown; give --mpp")
-        cells = [c for c in item.cells if include_negatives or c.is_mast_cell]
-        ihc = _ihc_partner(path)
-        records, vectors = cell_records(image.pixels, use_mpp, cells, key=key, embedder=embedder, image_path=str(path),
-                                        ihc_image_path=ihc, source=source or truth.name, crop_um=crop_um)
-        yield path, records, vectors
+    jobs = [(find_image(key, item.image, folders), key, item, mpp, crop_um, include_negatives, source or truth.name)
+            for key, item in sorted(annotated.items())]
+    if workers > 1 and len(jobs) >= 2 * workers:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        name = getattr(embedder, "name", None)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield from pool.map(_truth_job, [(*job, name) for job in jobs], chunksize=1)
+        return
+    for job in jobs:
+        yield _truth_job((*job, embedder))
+
+
+_WORKER_EMBEDDERS: dict[str, Any] = {}
+
+
+def _truth_job(job) -> tuple[Path, list[CellRecord], list[np.ndarray]]:
+    from mastctl import imaging
+
+    path, key, item, mpp, crop_um, include_negatives, source, embedder = job
+    if isinstance(embedder, str):  # in a worker process: build it once
+        if embedder not in _WORKER_EMBEDDERS:
+            from mastctl import registry
+
+            _WORKER_EMBEDDERS[embedder] = registry.create("embedder", embedder)
+        embedder = _WORKER_EMBEDDERS[embedder]
+    image = imaging.load(path, mpp=mpp)
+    use_mpp = mpp or item.mpp or image.mpp
+    if not use_mpp:
+        raise InputError(f"{path}: resolution unknown; give --mpp")
+    cells = [c for c in item.cells if include_negatives or c.is_mast_cell]
+    records, vectors = cell_records(image.pixels, use_mpp, cells, key=key, embedder=embedder, image_path=str(path),
+                                    ihc_image_path=_ihc_partner(path), source=source, crop_um=crop_um)
+    return path, records, vectors
 
 
 def _ihc_partner(he: Path) -> str | None:

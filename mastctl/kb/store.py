@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 FILTER_FIELDS = ("type", "label", "difficulty", "source")
 META_ID = "__mastctl_meta__"
@@ -119,6 +120,8 @@ def to_metadata(row: Row) -> dict[str, str]:
 
 def from_metadata(row_id: str, meta: dict[str, Any], vector: Any) -> Row:
     import base64
+
+    import numpy as np
 
     return Row(row_id, *(str(meta.get(name, "")) for name in FILTER_FIELDS), record_json=str(meta["record_json"]),
                crop_png=base64.b64decode(meta.get("crop_png") or ""), vector=np.asarray(vector, np.float32))
