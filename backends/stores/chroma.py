@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mastctl.errors import BackendError
-from mastctl.kb.store import META_ID, Filter, Hit, Row, from_metadata, to_metadata
+from mastctl.kb.store import META_ID, Filter, Hit, Row, from_metadata, local_location, to_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,9 +27,7 @@ class ChromaStore:
 
     def __init__(self, options: None = None, profile: Profile | None = None, *, uri: str | None = None,
                  collection: str | None = None) -> None:
-        kb = profile.kb if profile is not None else None
-        self.uri = Path(uri or (kb.uri if kb else "~/.local/share/mastctl/kb")).expanduser()
-        self.collection = collection or (kb.collection if kb else "cells")
+        self.uri, self.collection = local_location(profile, uri, collection)
         if len(self.collection) < 3:
             raise BackendError(f"Chroma needs a collection name of 3 or more characters, got {self.collection!r}")
         self._client: Any = None

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.errors import BackendError
-from mastctl.kb.store import FILTER_FIELDS, META_ID, Filter, Hit, Row
+from mastctl.kb.store import FILTER_FIELDS, META_ID, Filter, Hit, Row, local_location
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,9 +41,7 @@ class LanceDBStore:
     def __init__(self, options: Options | None = None, profile: Profile | None = None, *, uri: str | None = None,
                  collection: str | None = None) -> None:
         self.options = options or self.Options()
-        kb = profile.kb if profile is not None else None
-        self.uri = Path(uri or (kb.uri if kb else "~/.local/share/mastctl/kb")).expanduser()
-        self.collection = collection or (kb.collection if kb else "cells")
+        self.uri, self.collection = local_location(profile, uri, collection)
         self._db: Any = None
         self._table: Any = None
 

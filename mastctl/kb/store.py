@@ -125,3 +125,12 @@ def from_metadata(row_id: str, meta: dict[str, Any], vector: Any) -> Row:
 
     return Row(row_id, *(str(meta.get(name, "")) for name in FILTER_FIELDS), record_json=str(meta["record_json"]),
                crop_png=base64.b64decode(meta.get("crop_png") or ""), vector=np.asarray(vector, np.float32))
+
+
+def local_location(profile: Any, uri: str | None, collection: str | None) -> tuple[Any, str]:
+    """(folder, collection) of a store on local disk: explicit values, else the profile's kb section."""
+    from pathlib import Path
+
+    kb = profile.kb if profile is not None else None
+    folder = Path(uri or (kb.uri if kb else "~/.local/share/mastctl/kb")).expanduser()
+    return folder, collection or (kb.collection if kb else "cells")
