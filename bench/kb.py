@@ -177,7 +177,9 @@ def search(args) -> None:
     db_vecs, queries = vectors[:n], vectors[n:]
     crop = C.to_png(np.full((60, 60, 3), 230, np.uint8))
     with tempfile.TemporaryDirectory() as tmp:
-        store = LanceDBStore(uri=str(Path(tmp) / "kb"))
+        opts = LanceDBStore.Options(**{k: v for k, v in (("nprobes", args.nprobes), ("ef", args.ef),
+                                                           ("refine_factor", args.refine)) if v})
+        store = LanceDBStore(opts, uri=str(Path(tmp) / "kb"))
         store.open(vectors.shape[1], create=True)
         t0 = time.perf_counter()
         for start in range(0, n, 5000):
@@ -207,7 +209,7 @@ def search(args) -> None:
             lat_ms = np.array(lat) * 1000
             print(f"search lancedb {n} records, {kind} queries: p50 {np.median(lat_ms):.1f} ms, p95 "
                   f"{np.percentile(lat_ms, 95):.1f} ms, recall@10 vs exact {np.mean(recall):.3f}")
-        print(f"(built in {build_s:.0f} s; indexes: {indexed})")
+        print(f"(built in {build_s:.0f} s; indexes: {indexed}; nprobes {opts.nprobes}, ef {opts.ef}, refine {opts.refine_factor})")
 
 
 def main() -> int:
@@ -220,6 +222,9 @@ def main() -> int:
     ap.add_argument("--stores", default="lancedb,chroma")
     ap.add_argument("--workdir", default="~/.cache/mastctl-bench")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--nprobes", type=int, help="LanceDB search: IVF partitions probed (default: the store's)")
+    ap.add_argument("--ef", type=int, help="LanceDB search: HNSW breadth")
+    ap.add_argument("--refine", type=int, help="LanceDB search: exact re-ranking factor")
     args = ap.parse_args()
     if args.fit_image_embedder:
         fit(range(2000, 2040))

@@ -34,8 +34,8 @@ class LanceDBStore:
         model_config = ConfigDict(extra="forbid")
         index_threshold: int = Field(20_000, ge=256, description="Rows from which an ANN vector index is built.")
         reindex_after: int = Field(10_000, ge=1, description="Unindexed rows that trigger folding them into the index.")
-        nprobes: int = Field(24, ge=1, description="IVF partitions searched per query.")
-        ef: int = Field(96, ge=10, description="HNSW search breadth per partition.")
+        nprobes: int = Field(12, ge=1, description="IVF partitions searched per query.")
+        ef: int = Field(80, ge=10, description="HNSW search breadth per partition.")
         refine_factor: int = Field(4, ge=1, description="Candidates re-ranked with exact vectors, as a multiple of k.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None, *, uri: str | None = None,
@@ -152,12 +152,13 @@ class LanceDBStore:
         table = self.table
         rows = table.count_rows()
         partitions = max(1, min(256, rows // 2000))
-        from lancedb.index import Bitmap, IvfHnswSq
+        from lancedb.index import Bitmap, BTree, IvfHnswSq
 
         # With a config, create_index's first argument is the column (lancedb >= 0.25).
         table.create_index("vector", config=IvfHnswSq(distance_type="dot", num_partitions=partitions), replace=True)
         for name in ("type", "label", "difficulty"):
             table.create_index(name, config=Bitmap(), replace=True)
+        table.create_index("id", config=BTree(), replace=True)  # upserts look existing ids up
 
     def fetch(self, ids: Sequence[str]) -> list[Row]:
         if not ids:
