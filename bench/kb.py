@@ -178,7 +178,8 @@ def search(args) -> None:
     crop = C.to_png(np.full((60, 60, 3), 230, np.uint8))
     with tempfile.TemporaryDirectory() as tmp:
         opts = LanceDBStore.Options(**{k: v for k, v in (("nprobes", args.nprobes), ("ef", args.ef),
-                                                           ("refine_factor", args.refine)) if v})
+                                                           ("refine_factor", args.refine),
+                                                           ("index_type", args.index_type)) if v})
         store = LanceDBStore(opts, uri=str(Path(tmp) / "kb"))
         store.open(vectors.shape[1], create=True)
         t0 = time.perf_counter()
@@ -209,7 +210,7 @@ def search(args) -> None:
             lat_ms = np.array(lat) * 1000
             print(f"search lancedb {n} records, {kind} queries: p50 {np.median(lat_ms):.1f} ms, p95 "
                   f"{np.percentile(lat_ms, 95):.1f} ms, recall@10 vs exact {np.mean(recall):.3f}")
-        print(f"(built in {build_s:.0f} s; indexes: {indexed}; nprobes {opts.nprobes}, ef {opts.ef}, refine {opts.refine_factor})")
+        print(f"(built in {build_s:.0f} s; indexes: {indexed}; {opts.index_type}, nprobes {opts.nprobes}, ef {opts.ef}, refine {opts.refine_factor})")
 
 
 def main() -> int:
@@ -225,6 +226,7 @@ def main() -> int:
     ap.add_argument("--nprobes", type=int, help="LanceDB search: IVF partitions probed (default: the store's)")
     ap.add_argument("--ef", type=int, help="LanceDB search: HNSW breadth")
     ap.add_argument("--refine", type=int, help="LanceDB search: exact re-ranking factor")
+    ap.add_argument("--index-type", help="LanceDB vector index: ivf_hnsw_sq, ivf_sq, ivf_flat")
     args = ap.parse_args()
     if args.fit_image_embedder:
         fit(range(2000, 2040))

@@ -3,16 +3,17 @@
 Every upsert is one ``merge_insert`` on the id: one Lance commit, so a batch
 lands whole or not at all, a killed process leaves the last committed
 version readable, and readers always see a complete version. Once the table
-holds ``index_threshold`` rows an ANN index (IVF-HNSW with scalar
-quantisation, inner product) is built on the vector, plus bitmap indexes on
-the filter fields; rows added later are folded in by ``optimize``.
+holds ``index_threshold`` rows an IVF index (inner product; flat, because
+records share text vectors and graph or quantised indexes lose ties: see
+bench/kb.py) is built on the vector, plus bitmap indexes on the filter fields
+and a B-tree on the id; rows added later are folded in by ``optimize``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,9 +35,11 @@ class LanceDBStore:
         model_config = ConfigDict(extra="forbid")
         index_threshold: int = Field(20_000, ge=256, description="Rows from which an ANN vector index is built.")
         reindex_after: int = Field(10_000, ge=1, description="Unindexed rows that trigger folding them into the index.")
-        nprobes: int = Field(12, ge=1, description="IVF partitions searched per query.")
+        nprobes: int = Field(6, ge=1, description="IVF partitions searched per query.")
         ef: int = Field(80, ge=10, description="HNSW search breadth per partition.")
-        refine_factor: int = Field(4, ge=1, description="Candidates re-ranked with exact vectors, as a multiple of k.")
+        refine_factor: int = Field(4, ge=1, description="Quantised indexes: candidates re-ranked exactly, as a multiple of k.")
+        index_type: Literal["ivf_hnsw_sq", "ivf_sq", "ivf_flat"] = Field(
+            "ivf_flat", description="Vector index: IVF partitions scanned whole (flat: exact vectors; sq: 8-bit), or searched by HNSW graphs.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None, *, uri: str | None = None,
                  collection: str | None = None) -> None:
@@ -152,10 +155,11 @@ class LanceDBStore:
         table = self.table
         rows = table.count_rows()
         partitions = max(1, min(256, rows // 2000))
-        from lancedb.index import Bitmap, BTree, IvfHnswSq
+        from lancedb.index import Bitmap, BTree, IvfFlat, IvfHnswSq, IvfSq
 
         # With a config, create_index's first argument is the column (lancedb >= 0.25).
-        table.create_index("vector", config=IvfHnswSq(distance_type="dot", num_partitions=partitions), replace=True)
+        kind = {"ivf_hnsw_sq": IvfHnswSq, "ivf_sq": IvfSq, "ivf_flat": IvfFlat}[self.options.index_type]
+        table.create_index("vector", config=kind(distance_type="dot", num_partitions=partitions), replace=True)
         for name in ("type", "label", "difficulty"):
             table.create_index(name, config=Bitmap(), replace=True)
         table.create_index("id", config=BTree(), replace=True)  # upserts look existing ids up
@@ -179,7 +183,11 @@ class LanceDBStore:
         q = (self.table.search(vector, vector_column_name="vector").distance_type("dot")
              .select(["id", "_distance"]).limit(k))
         if self.table.list_indices():
-            q = q.nprobes(self.options.nprobes).ef(self.options.ef).refine_factor(self.options.refine_factor)
+            q = q.nprobes(self.options.nprobes)
+            if self.options.index_type != "ivf_flat":
+                q = q.refine_factor(self.options.refine_factor)
+            if self.options.index_type == "ivf_hnsw_sq":
+                q = q.ef(self.options.ef)
         if where:
             q = q.where(where.sql(), prefilter=True)
         result = q.to_arrow()
