@@ -130,6 +130,7 @@ class Detections:
     cells: tuple[Cell, ...] = ()
     timing_s: Mapping[str, float] = field(default_factory=dict)
     area_mm2: float | None = None  # analysed area; None = the whole image (when mpp is known)
+    info: Mapping[str, Any] = field(default_factory=dict)  # what the backend reports of its run (usage, opinions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cells", tuple(self.cells))
@@ -167,6 +168,7 @@ class Detections:
             "cells": [c.to_dict() for c in self.selected(all_cells)],
             "summary": self.summary().to_dict(),
             "timing_s": {k: round(float(v), 4) for k, v in self.timing_s.items()},
+            **({"backend_info": dict(self.info)} if self.info else {}),
         }
 
     @classmethod
@@ -187,5 +189,6 @@ class Detections:
             cells=tuple(Cell.from_dict(c) for c in data.get("cells") or ()),
             timing_s=dict(data.get("timing_s") or {}),
             area_mm2=area if area != info.area_mm2 else None,
+            info=dict(data.get("backend_info") or {}),
         )
 
