@@ -127,6 +127,10 @@ def detect(
             bar.advance(task)
             if outcome.error is not None:
                 typer.echo(f"mastctl: error: {outcome.error}", err=True)
+            elif outcome.detections.info:  # usage, cost, opinions: what the backend says of its run
+                import json
+
+                out.detail(f"{outcome.job.image}: {json.dumps(outcome.detections.info, default=str)}")
 
     _report(st, job_plan, outcomes, keep_all)
     if any(o.error is not None for o in outcomes):
