@@ -52,8 +52,8 @@ def test_a_detector_not_in_this_version_exits_2(cli, tmp_path):
     from conftest import he_like
 
     Image.fromarray(he_like()).save(tmp_path / "a.png")
-    r = cli("detect", "a.png", "--backend", "gemini")
-    assert r.exit_code == 2 and "Gemini detector" in r.stderr and r.stdout == ""
+    r = cli("detect", "a.png", "--backend", "qwen")
+    assert r.exit_code == 2 and "Qwen2-VL" in r.stderr and r.stdout == ""
 
 
 def test_no_arguments_show_help_and_exit_2(cli):
@@ -127,7 +127,7 @@ def test_backends_list_human_and_json(cli, plugin):
     assert "pip install mastctl-testplugin[fancy]" in rows[("detector", "needs-missing")]["reason"]
     assert "broken on purpose" in rows[("detector", "broken")]["reason"]
     r = cli("backends", "list", "--kind", "detector", "--planned")
-    assert r.exit_code == 0 and "points" in r.stdout and "gemini" in r.stdout and "minilm" not in r.stdout
+    assert r.exit_code == 0 and "points" in r.stdout and "qwen" in r.stdout and "minilm" not in r.stdout
 
 
 def test_real_process_exit_codes_and_no_traceback(tmp_path):

@@ -61,8 +61,8 @@ def test_broken_plugin_reports_instead_of_crashing(plugin):
 def test_unknown_and_planned_names(plugin):
     with pytest.raises(UsageError, match=r"unknown detector 'pionts'.*did you mean 'points'"):
         registry.get("detector", "pionts")
-    with pytest.raises(UsageError, match="Gemini detector .* is not part of this version"):
-        registry.get("detector", "gemini")
+    with pytest.raises(UsageError, match="Qwen2-VL .* is not part of this version"):
+        registry.get("detector", "qwen")
     with pytest.raises(UsageError, match="unknown backend kind"):
         registry.backends("widget")
 

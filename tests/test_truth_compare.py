@@ -104,11 +104,11 @@ def test_compare_scores_backends_and_writes_report(cli, plugin, tiles, tmp_path)
     # The 'points' plugin reports the truth of tile t0 on every image: perfect on t0, wrong elsewhere.
     (tmp_path / "mastctl.yaml").write_text(f"backend_options:\n  points:\n    cells: {json.dumps(truth_as_points(tiles, 't0'))}\n")
     r = cli("--json", "compare", str(tiles / "t0_he.png"), str(tiles / "t1_he.png"), "--truth", str(tiles),
-            "--backends", "points,log,gemini,needs-missing", "--report", "rep.html")
+            "--backends", "points,log,qwen,needs-missing", "--report", "rep.html")
     assert r.exit_code == 0, r.stderr
     doc = r.json()
     runs = {b["backend"]: b for b in doc["backends"]}
-    assert "not part of this version" in runs["gemini"]["skipped"]
+    assert "not part of this version" in runs["qwen"]["skipped"]
     assert "pip install mastctl-testplugin[fancy]" in runs["needs-missing"]["skipped"]
     points = runs["points"]
     first = points["images"][0]
@@ -133,7 +133,7 @@ def test_compare_all_cells_table(cli, tiles):
 def test_compare_errors(cli, tiles, tmp_path):
     r = cli("compare", str(tiles), "--truth", str(tiles), "--backends", "nosuch")
     assert r.exit_code == 2 and "unknown detector 'nosuch'" in r.stderr
-    r = cli("compare", str(tiles), "--truth", str(tiles), "--backends", "gemini,hybrid")
+    r = cli("compare", str(tiles), "--truth", str(tiles), "--backends", "qwen,llava")
     assert r.exit_code == 4 and "no backend could run" in r.stderr
     (tmp_path / "other.csv").write_text("image,class,x,y\nzzz,mast,1,1\n")
     r = cli("compare", str(tiles), "--truth", str(tmp_path / "other.csv"), "--backends", "log")
