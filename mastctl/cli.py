@@ -93,17 +93,17 @@ def root(
 
 
 def _register_commands() -> None:
-    from mastctl.commands import backends, compare, config, detect, finetune, ihc, kb, planned, synth
+    from mastctl.commands import backends, compare, config, cube, detect, finetune, ihc, kb, synth
 
     app.command("detect", help=detect.HELP, no_args_is_help=True)(detect.detect)
     app.command("synth", help=synth.HELP, no_args_is_help=True)(synth.synth)
     app.command("compare", help=compare.HELP, no_args_is_help=True)(compare.compare)
     app.add_typer(ihc.app, name="ihc")
     app.add_typer(kb.app, name="kb")
+    app.add_typer(cube.app, name="cube")
     app.add_typer(finetune.app, name="finetune")
     app.add_typer(config.app, name="config")
     app.add_typer(backends.app, name="backends")
-    planned.register(app)
 
 
 _register_commands()

@@ -38,7 +38,7 @@ def test_help_and_backends_list_import_nothing_heavy(tmp_path):
     assert out.strip().splitlines()[-1] == "HEAVY=", out
 
 
-@pytest.mark.parametrize("args", [["cube", "train"], ["finetune", "train", "--model", "qwen2-vl"]])
+@pytest.mark.parametrize("args", [["finetune", "train", "--model", "qwen2-vl"], ["finetune", "prepare"]])
 def test_planned_commands_say_so_and_exit_2(cli, args):
     r = cli(*args)
     assert r.exit_code == 2 and r.stdout == ""
