@@ -50,7 +50,6 @@ GROUPS = {
 PLANNED: dict[tuple[str, str], str] = {
     ("detector", "qwen"): "the Qwen2-VL / Qwen2.5-VL detector",
     ("detector", "llava"): "the LLaVA detector",
-    ("teacher", "minilm"): "the all-MiniLM-L6-v2 teacher",
 }
 
 
