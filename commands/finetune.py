@@ -1,4 +1,4 @@
-"""`mastctl finetune`: learn from annotations (the morphology classifier now; VLM LoRA later)."""
+"""`mastctl finetune`: learn from annotations — the morphology classifier, and VLM LoRA adapters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from mastctl.cli import state
 from mastctl.errors import UsageError
 
-app = typer.Typer(help="Learn from annotated images: `morphology` fits the default detector's classifier.", no_args_is_help=True)
+app = typer.Typer(help="Learn from annotated images: `morphology` fits the default detector's classifier; `prepare` and `train` fine-tune a VLM with LoRA.", no_args_is_help=True)
 
 
 @app.command("morphology")
@@ -63,13 +63,91 @@ def morphology(
              f"on {hold['samples']} nuclei; use it with: mastctl detect IMAGE --option model={output}")
 
 
-def _not_yet(what: str):
-    def command(ctx: typer.Context) -> None:
-        raise UsageError(f"{what} is not part of this version of mastctl yet")
+@app.command("prepare")
+def prepare(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Option("--images", "-i", help="Annotated images or folders (repeatable).", show_default=False)],
+    truth: Annotated[Path, typer.Option("--truth", "-t", help="Truth: synth JSON, CSV points, QuPath GeoJSON, `ihc transfer` output, kb export, or a folder.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="qwen2-vl | qwen2.5-vl | llava (sets the coordinate convention).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="New folder for images/, train.jsonl, val.jsonl, meta.json.", show_default=False)],
+    tile_um: Annotated[float, typer.Option("--tile-um", min=10.0, help="Tile side in micrometres.")] = 128.0,
+    tile_mpp: Annotated[float, typer.Option("--tile-mpp", min=0.05, help="Resolution of the tiles (µm/px).")] = 0.5,
+    augment: Annotated[int, typer.Option("--augment", min=0, help="Augmented copies per training tile.")] = 2,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of source images held out.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
+) -> None:
+    """Turn annotated images into a VLM data set: tiles + one conversation each, in the model's coordinate convention.
 
-    return command
+    Examples:  mastctl finetune prepare --images examples --truth examples -m qwen2-vl -o data/
+               mastctl finetune prepare -i slides/ -t labels/ -m llava --tile-um 200 --augment 4 -o data-llava/
+    """
+    from mastctl.vlm.dataset import prepare as run_prepare
+
+    out = state(ctx).out
+    meta = run_prepare(images, truth, model, output, tile_um=tile_um, tile_mpp=tile_mpp, augment_copies=augment,
+                       val_fraction=val_fraction, seed=seed, mpp=mpp)
+    if out.json_mode:
+        out.data(meta)
+        return
+    out.info(f"wrote {output}: {meta['train']} training and {meta['val']} validation conversations from "
+             f"{meta['train_images']} + {meta['val_images']} images ({meta['mast_cells']} mast cells), {model} convention")
 
 
-for _name, _what in (("prepare", "VLM dataset preparation (finetune prepare)"), ("train", "VLM LoRA training (finetune train)")):
-    app.command(_name, help=f"{_what} [dim](not in this version yet)[/dim]",
-                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_not_yet(_what))
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", "-d", help="Folder from `finetune prepare`.", show_default=False)],
+    base: Annotated[Path, typer.Option("--base", help="Local folder of the base model (no downloads).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder to write.", show_default=False)],
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 2,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Batches per optimizer step.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", min=0.0)] = 2e-4,
+    rank: Annotated[int, typer.Option("--lora-r", min=1)] = 16,
+    alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = 32,
+    dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=0.9)] = 0.05,
+    target: Annotated[list[str] | None, typer.Option("--target-module", help="LoRA target module (repeatable; default q/k/v/o_proj).", show_default=False)] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", help="4bit (QLoRA) or 8bit, through bitsandbytes.", show_default=False)] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 | bfloat16 | float16 weights.")] = "float32",
+    no_generate: Annotated[bool, typer.Option("--no-eval-generate", help="Skip the validation point-F1 (generation is slow).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its last checkpoint.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """LoRA / QLoRA fine-tuning of a local Qwen2-VL, Qwen2.5-VL or LLaVA on a prepared data set.
+
+    Examples:  mastctl finetune train -d data/ --base ~/models/Qwen2-VL-2B-Instruct -o adapter/
+               mastctl finetune train -d data/ --base ~/models/Qwen2-VL-2B-Instruct -o adapter/ --quantize 4bit
+               mastctl finetune train -d data/ --base ~/models/Qwen2-VL-2B-Instruct -o adapter/ --resume --epochs 5
+    """
+    from mastctl.devices import resolve_device
+    from mastctl.vlm.training import LoraSettings, TrainSettings
+    from mastctl.vlm.training import train as run_train
+
+    st = state(ctx)
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UsageError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    lora = LoraSettings(rank, alpha, dropout, list(target) if target else LoraSettings().target_modules)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, quantize=quantize, dtype=dtype,
+                             device=resolve_device(st.loaded.profile.gpu_settings), eval_generate=not no_generate, seed=seed,
+                             max_new_tokens=st.loaded.profile.vlm.max_new_tokens)
+    with st.out.progress(epochs, unit="epochs") as bar:
+        task = bar.add_task("train", total=epochs)
+
+        def on_step(record):
+            if record.get("end_of_epoch"):
+                bar.update(task, completed=record["epoch"])
+                st.out.detail(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+                              + (f", val loss {record['val_loss']:.4f}" if "val_loss" in record else "")
+                              + (f", val point-F1 {record['val_point_f1']['f1']:.3f}" if "val_point_f1" in record else ""))
+            else:
+                bar.update(task, description=f"epoch {record['epoch']} loss {record['loss']:.4f}")
+
+        info = run_train(data, base, output, lora, settings, resume=resume, on_step=on_step)
+    if st.out.json_mode:
+        st.out.data(info)
+        return
+    last = info["history"][-1]
+    st.out.info(f"wrote adapter {output} ({info['family']}, {len(info['history'])} epochs, last train loss "
+                f"{last['train_loss']:.4f}); detect with: mastctl detect IMAGE --backend "
+                f"{'llava' if info['family'] == 'llava' else 'qwen'} -O adapter={output}")

@@ -94,5 +94,8 @@ class _NoProgress:
     def add_task(self, *args: Any, **kwargs: Any) -> int:
         return 0
 
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
     def advance(self, *args: Any, **kwargs: Any) -> None:
         return None

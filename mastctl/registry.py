@@ -48,8 +48,6 @@ GROUPS = {
 # Built-in backends of the architecture that this version does not ship yet:
 # asking for one says so plainly instead of "unknown backend".
 PLANNED: dict[tuple[str, str], str] = {
-    ("detector", "qwen"): "the Qwen2-VL / Qwen2.5-VL detector",
-    ("detector", "llava"): "the LLaVA detector",
 }
 
 

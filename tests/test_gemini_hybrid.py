@@ -192,7 +192,7 @@ def test_hybrid_runs_offline_and_says_which_opinions_it_used(cli, monkeypatch, t
     r = cli("detect", HE, "--backend", "hybrid", "--json")
     assert r.exit_code == 0, r.stderr
     info = r.json()["backend_info"]
-    assert info["opinions"] == ["morphology"] and set(info["unavailable"]) == {"kb", "gemini"}
+    assert info["opinions"] == ["morphology"] and set(info["unavailable"]) == {"kb", "gemini", "vlm"}
     morph = cli("detect", HE, "--json").json()
     assert r.json()["summary"]["mast_cells"] == morph["summary"]["mast_cells"]  # alone, it is the morphology detector
 

@@ -41,7 +41,10 @@ class HybridDetector:
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        opinions: list[str] = Field(["kb", "gemini"], description="Second opinions to ask, when available: kb, gemini (vlm: not in this version).")
+        opinions: list[str] = Field(["kb", "gemini", "vlm"], description="Second opinions to ask, when available: kb, gemini, vlm.")
+        vlm: str = Field("qwen", description="The VLM detector asked for the vlm opinion: qwen or llava (base/adapter from its options or the profile).")
+        vlm_hit_p: float = Field(0.8, ge=0, le=1, description="P(mast) a VLM point near a candidate means (VLM answers carry no confidence).")
+        vlm_miss_p: float = Field(0.3, ge=0, le=1, description="P(mast) the VLM's silence means.")
         weights: dict[str, float] = Field({"morphology": 1.0, "kb": 1.0, "gemini": 1.5, "vlm": 1.5},
                                           description="Trust in each source (log-odds weights; 0 ignores one).")
         certain_high: float = Field(0.85, ge=0, le=1, description="P(mast) from which morphology alone decides: mast cell.")
@@ -66,8 +69,7 @@ class HybridDetector:
         self.unavailable: dict[str, str] = {}
         self.kb = self._open_kb() if "kb" in self.options.opinions else None
         self.gemini = self._open_gemini() if "gemini" in self.options.opinions else None
-        if "vlm" in self.options.opinions:
-            self.unavailable["vlm"] = "the Qwen/LLaVA detectors are not in this version"
+        self.vlm = self._open_detector(self.options.vlm, "vlm") if "vlm" in self.options.opinions else None
 
     def _open_kb(self) -> Any:
         from mastctl.kb.service import KnowledgeBase
@@ -79,12 +81,15 @@ class HybridDetector:
             return None
 
     def _open_gemini(self) -> Any:
+        return self._open_detector("gemini", "gemini")
+
+    def _open_detector(self, name: str, opinion: str) -> Any:
         from mastctl import registry
 
         try:
-            return registry.create("detector", "gemini", self.profile)
+            return registry.create("detector", name, self.profile)
         except MastctlError as exc:
-            self.unavailable["gemini"] = str(exc)
+            self.unavailable[opinion] = str(exc)
             return None
 
     # ------------------------------------------------------------------ detection
@@ -99,7 +104,8 @@ class HybridDetector:
         mpp = image.mpp or 0.5
         uncertain = [c for c in base.cells if o.certain_low < _p_mast(c) < o.certain_high]
         kb_votes = self._kb_votes(image, uncertain, mpp) if self.kb is not None and uncertain else {}
-        gemini_points, gemini_info = self._gemini_points(image) if self.gemini is not None and uncertain else ([], None)
+        gemini_points, gemini_info = self._points(self.gemini, "gemini", image) if self.gemini is not None and uncertain else ([], None)
+        vlm_points, vlm_info = self._points(self.vlm, "vlm", image) if self.vlm is not None and uncertain else ([], None)
         t1 = time.perf_counter()
         cells: list[Cell] = []
         used = {"morphology"}
@@ -114,7 +120,9 @@ class HybridDetector:
             if id(c) in kb_votes:
                 opinions.append(kb_votes[id(c)])
             if gemini_info is not None:
-                opinions.append(self._gemini_opinion(c, gemini_points, mpp))
+                opinions.append(self._point_opinion("gemini", c, gemini_points, mpp, None, o.gemini_miss_p))
+            if vlm_info is not None:
+                opinions.append(self._point_opinion("vlm", c, vlm_points, mpp, o.vlm_hit_p, o.vlm_miss_p))
             used.update(op.source for op in opinions)
             fused = fuse(opinions)
             extra = {f"p_{op.source}": round(op.p_mast, 4) for op in opinions}
@@ -129,6 +137,8 @@ class HybridDetector:
                                 "weights": {k: v for k, v in w.items() if k in used}}
         if gemini_info is not None:
             info["gemini"] = gemini_info
+        if vlm_info is not None:
+            info["vlm"] = vlm_info
         return Detections(image=image.info, backend=self.name, cells=tuple(cells),
                           timing_s={**base.timing_s, "second_opinions": t1 - t0 - sum(base.timing_s.values())}, info=info)
 
@@ -150,24 +160,26 @@ class HybridDetector:
             votes[id(c)] = Opinion("kb", p, self.options.weights.get("kb", 1.0), p_exp)
         return votes
 
-    def _gemini_points(self, image: Image) -> tuple[list[Cell], dict[str, Any] | None]:
+    def _points(self, detector: Any, opinion: str, image: Image) -> tuple[list[Cell], dict[str, Any] | None]:
+        """The detector's mast cells over the whole image (one run, however many candidates are uncertain)."""
         try:
-            det = self.gemini.detect(image)
+            det = detector.detect(image)
         except MastctlError as exc:
-            self.unavailable["gemini"] = str(exc)
+            self.unavailable[opinion] = str(exc)
             return [], None
-        return list(det.cells), dict(det.info)
+        return list(det.mast_cells), dict(det.info)
 
-    def _gemini_opinion(self, cell: Cell, points: list[Cell], mpp: float) -> Any:
+    def _point_opinion(self, source: str, cell: Cell, points: list[Cell], mpp: float, hit_p: float | None, miss_p: float) -> Any:
+        """A point within match_um speaks for the candidate (its confidence, or ``hit_p``); none near, ``miss_p``."""
         from mastctl.fusion import Opinion
 
+        weight = self.options.weights.get(source, 1.5)
         radius = self.options.match_um / mpp
         near = [g for g in points if (g.x - cell.x) ** 2 + (g.y - cell.y) ** 2 <= radius**2]
         if not near:
-            return Opinion("gemini", self.options.gemini_miss_p, self.options.weights.get("gemini", 1.5))
+            return Opinion(source, miss_p, weight)
         best = max(near, key=lambda g: g.confidence)
-        return Opinion("gemini", best.confidence, self.options.weights.get("gemini", 1.5),
-                       1.0 if best.kind == "explicit" else 0.0)
+        return Opinion(source, best.confidence if hit_p is None else hit_p, weight, 1.0 if best.kind == "explicit" else 0.0)
 
 
 def _p_mast(cell: Cell) -> float:
