@@ -66,7 +66,7 @@ def load_truth(path: str | Path, classes: Iterable[str] | None = None) -> dict[s
     if not p.exists():
         raise InputError(f"{p}: no such truth file or folder")
     if p.is_dir():
-        files = sorted(q for q in p.iterdir() if q.suffix.lower() in (".json", ".geojson", ".csv"))
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in (".json", ".geojson", ".csv", ".jsonl"))
         if not files:
             raise InputError(f"{p}: folder holds no truth files (.json, .geojson, .csv)")
         out: dict[str, TruthImage] = {}
@@ -86,6 +86,8 @@ def _load_file(p: Path, keep: set[str] | None, strict: bool = True) -> dict[str,
     """One truth file; in a folder (``strict=False``) other JSON documents (summaries, models) are skipped."""
     if p.suffix.lower() == ".csv":
         return _read_csv(p, keep)
+    if p.suffix.lower() == ".jsonl":
+        return _read_kb_export(p, keep)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -102,6 +104,38 @@ def _load_file(p: Path, keep: set[str] | None, strict: bool = True) -> dict[str,
     if not strict:
         return {}
     raise InputError(f"{p}: not a truth format mastctl reads (synth JSON, detections JSON, GeoJSON, CSV)")
+
+
+def _read_kb_export(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
+    """A `kb export` file: each record with an image and a point is one annotated cell of that image."""
+    by_key: dict[str, list[Cell]] = {}
+    images: dict[str, tuple[str, float | None]] = {}
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read: {exc}") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{p}:{n}: not JSON: {exc.msg}") from None
+        xy, image = rec.get("coordinates"), rec.get("image_path")
+        if not isinstance(xy, dict) or not image:
+            continue
+        rtype = rec.get("type")
+        if keep is not None and str(rtype).lower() not in keep and str(rec.get("label", "")).lower() not in keep:
+            continue
+        label, kind = (rec.get("label") or "other", None) if rtype == "negative" else ("mast_cell", rtype)
+        try:
+            cell = Cell(float(xy["x"]), float(xy["y"]), label, kind, 1.0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{p}:{n}: bad record: {exc}") from None
+        key = image_key(image)
+        by_key.setdefault(key, []).append(cell)
+        images[key] = (image, rec.get("mpp"))
+    return {k: TruthImage(k, tuple(v), images[k][1], images[k][0]) for k, v in by_key.items()}
 
 
 def _read_synth(p: Path, data: dict[str, Any]) -> dict[str, TruthImage]:

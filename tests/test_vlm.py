@@ -187,3 +187,15 @@ def test_hybrid_asks_the_vlm_about_uncertain_cells(tiny_models, cli, monkeypatch
     info = r.json()["backend_info"]
     assert info["opinions"] == ["morphology", "vlm"] and info["vlm"]["tiles"] == 4
     assert any("p_vlm" in c.get("features", {}) for c in r.json()["cells"])
+
+
+def test_prepare_reads_a_kb_export_as_truth(cli, tmp_path, monkeypatch):
+    pytest.importorskip("lancedb")
+    monkeypatch.setenv("MASTCTL_KB__URI", str(tmp_path / "kb"))
+    assert cli("kb", "ingest", EXAMPLES / "synth_s9_0000.json", "--images", EXAMPLES).exit_code == 0
+    assert cli("kb", "export", tmp_path / "kb.jsonl").exit_code == 0
+    r = cli("finetune", "prepare", "-i", EXAMPLES, "-t", tmp_path / "kb.jsonl", "-m", "llava", "-o", tmp_path / "d",
+            "--tile-um", "96", "--augment", "0", "--json")
+    assert r.exit_code == 0, r.stderr
+    truth = json.loads((EXAMPLES / "synth_s9_0000.json").read_text())
+    assert r.json()["mast_cells"] == sum(c["label"] == "mast_cell" for c in truth["cells"])
