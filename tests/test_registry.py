@@ -61,8 +61,12 @@ def test_broken_plugin_reports_instead_of_crashing(plugin):
 def test_unknown_and_planned_names(plugin):
     with pytest.raises(UsageError, match=r"unknown detector 'pionts'.*did you mean 'points'"):
         registry.get("detector", "pionts")
-    with pytest.raises(UsageError, match="Qwen2-VL .* is not part of this version"):
-        registry.get("detector", "qwen")
+    registry.PLANNED[("detector", "future")] = "the future detector"
+    try:
+        with pytest.raises(UsageError, match="the future detector .* is not part of this version"):
+            registry.get("detector", "future")
+    finally:
+        del registry.PLANNED[("detector", "future")]
     with pytest.raises(UsageError, match="unknown backend kind"):
         registry.backends("widget")
 

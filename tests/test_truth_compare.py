@@ -108,7 +108,7 @@ def test_compare_scores_backends_and_writes_report(cli, plugin, tiles, tmp_path)
     assert r.exit_code == 0, r.stderr
     doc = r.json()
     runs = {b["backend"]: b for b in doc["backends"]}
-    assert "not part of this version" in runs["qwen"]["skipped"]
+    assert "base model" in runs["qwen"]["skipped"]
     assert "pip install mastctl-testplugin[fancy]" in runs["needs-missing"]["skipped"]
     points = runs["points"]
     first = points["images"][0]
