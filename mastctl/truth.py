@@ -110,17 +110,11 @@ def _read_kb_export(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
     """A `kb export` file: each record with an image and a point is one annotated cell of that image."""
     by_key: dict[str, list[Cell]] = {}
     images: dict[str, tuple[str, float | None]] = {}
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: cannot read: {exc}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}:{n}: not JSON: {exc.msg}") from None
+    from mastctl.jsonl import objects
+
+    for n, rec in objects(p):
+        if not isinstance(rec, dict):
+            raise InputError(f"{p}:{n}: a record must be a JSON object")
         xy, image = rec.get("coordinates"), rec.get("image_path")
         if not isinstance(xy, dict) or not image:
             continue

@@ -324,19 +324,10 @@ class KnowledgeBase:
 
 def read_jsonl(path: Path) -> Iterator[CellRecord]:
     """Records of a JSONL file (export format or hand-written), any schema version."""
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n}: not JSON: {exc.msg}") from None
-            yield parse(raw, where=f"{path}:{n}")
+    from mastctl.jsonl import objects
+
+    for n, raw in objects(path):
+        yield parse(raw, where=f"{path}:{n}")
 
 
 def _record_json(record: CellRecord) -> str:
