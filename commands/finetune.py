@@ -91,7 +91,7 @@ def prepare(
         out.data(meta)
         return
     out.info(f"wrote {output}: {meta['train']} training and {meta['val']} validation conversations from "
-             f"{meta['train_images']} + {meta['val_images']} images ({meta['mast_cells']} mast cells), {model} convention")
+             f"{meta['train_images']} + {meta['val_images']} images ({meta['mast_cell_points']} mast-cell points in the original tiles; edge tiles overlap), {model} convention")
 
 
 @app.command("train")

@@ -198,4 +198,4 @@ def test_prepare_reads_a_kb_export_as_truth(cli, tmp_path, monkeypatch):
             "--tile-um", "96", "--augment", "0", "--json")
     assert r.exit_code == 0, r.stderr
     truth = json.loads((EXAMPLES / "synth_s9_0000.json").read_text())
-    assert r.json()["mast_cells"] == sum(c["label"] == "mast_cell" for c in truth["cells"])
+    assert r.json()["mast_cell_points"] == sum(c["label"] == "mast_cell" for c in truth["cells"])

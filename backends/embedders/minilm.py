@@ -7,7 +7,6 @@ nothing is downloaded at run time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -78,10 +77,9 @@ class MiniLMEmbedder:
 @cache
 def _model(path: str, device: str) -> Any:
     """One loaded model per (folder, device) and process: commands and backends share it."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the hub, whatever the model folder says
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
+    from mastctl.hf import quiet
 
-    hf_logging.disable_progress_bar()
+    quiet()  # never the hub, whatever the model folder says
+    from sentence_transformers import SentenceTransformer
+
     return SentenceTransformer(path, device=device, local_files_only=True)

@@ -119,6 +119,7 @@ def prepare(images: list[Path], truth: Path, family: str, out: Path, *, tile_um:
     (out / "images").mkdir(parents=True)
     rng = random.Random(seed)
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    mast_cells = 0
     for path in paths:
         key = image_key(path)
         image = imaging.load(path, mpp=mpp)
@@ -127,6 +128,7 @@ def prepare(images: list[Path], truth: Path, family: str, out: Path, *, tile_um:
             raise InputError(f"{path}: resolution unknown; give --mpp")
         split = "val" if key in val_keys else "train"
         for i, tile in enumerate(tiles_of(image.pixels, use_mpp, annotated[key].cells, tile_um, tile_mpp, key)):
+            mast_cells += len(tile.points)
             variants = [tile] + ([augment(tile, rng) for _ in range(augment_copies)] if split == "train" else [])
             for j, sample in enumerate(variants):
                 rel = f"images/{key}_t{i:03d}_a{j}.png"
@@ -138,7 +140,7 @@ def prepare(images: list[Path], truth: Path, family: str, out: Path, *, tile_um:
     meta = {"schema": SCHEMA, "family": family, "convention": F.COORDS[family], "prompt_version": F.PROMPT_VERSION,
             "tile_um": tile_um, "tile_mpp": tile_mpp, "augment": augment_copies, "seed": seed,
             "train": len(rows["train"]), "val": len(rows["val"]), "train_images": len(keys) - n_val, "val_images": n_val,
-            "mast_cells": sum(len(r["points"]) for r in rows["train"] + rows["val"])}
+            "mast_cell_points": mast_cells}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
 

@@ -96,20 +96,9 @@ def _pixels(ip: Any, which: str) -> int:
 
 
 def quiet_hf() -> None:
-    """No hub, no progress bars, no deprecation chatter from transformers/peft/bitsandbytes on the user's terminal."""
-    import logging
-    import os
-    import warnings
+    from mastctl.hf import quiet
 
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "install kernels" hints on every CPU import
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", message=".*gemm_4bit_forward.*")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\b.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    quiet()
 
 
 def load(family: str, path: str | Path, *, quantize: str | None = None, dtype: str = "float32", device: str = "cpu",
