@@ -311,3 +311,10 @@ def test_kb_help_needs_no_heavy_imports():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PLUGINS.parent.parent)})
     assert out.stdout.strip().endswith("[]"), out.stdout[-300:]
+
+
+def test_an_embedder_of_the_wrong_modality_is_a_profile_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MASTCTL_KB__URI", str(tmp_path / "kb"))
+    monkeypatch.setenv("MASTCTL_KB__IMAGE_EMBEDDER", "minilm")
+    r = cli("kb", "ingest", EXAMPLES / "synth_s9_0000.json")
+    assert r.exit_code == 2 and "kb.image_embedder: 'minilm' embeds text, not image" in r.stderr

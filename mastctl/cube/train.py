@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,3 @@ def _bank(targets: np.ndarray, answer_index: np.ndarray) -> np.ndarray:
     bank = np.zeros((int(answer_index.max()) + 1, targets.shape[1]), np.float32)
     bank[answer_index] = targets
     return bank
-
-
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return asdict(config)

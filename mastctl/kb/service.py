@@ -138,14 +138,14 @@ class KnowledgeBase:
         if self._text is None:
             from mastctl import registry
 
-            self._text = registry.create("embedder", self.text_name, self.profile)
+            self._text = _of_modality(registry.create("embedder", self.text_name, self.profile), self.text_name, "text")
         return self._text
 
     def image_embedder(self) -> Any:
         if self._image is None:
             from mastctl import registry
 
-            self._image = registry.create("embedder", self.image_name, self.profile)
+            self._image = _of_modality(registry.create("embedder", self.image_name, self.profile), self.image_name, "image")
         return self._image
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -328,6 +328,16 @@ def read_jsonl(path: Path) -> Iterator[CellRecord]:
 
     for n, raw in objects(path):
         yield parse(raw, where=f"{path}:{n}")
+
+
+def _of_modality(embedder: Any, name: str, modality: str) -> Any:
+    """Embedders say what they embed (``modality``); a text embedder cannot embed crops, nor the reverse."""
+    declared = getattr(embedder, "modality", modality)
+    if declared != modality:
+        from mastctl.errors import ConfigError
+
+        raise ConfigError(f"kb.{modality}_embedder: {name!r} embeds {declared}, not {modality}")
+    return embedder
 
 
 def _record_json(record: CellRecord) -> str:
