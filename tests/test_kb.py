@@ -153,6 +153,15 @@ def test_every_command_on_every_store(kb_env, cli, tmp_path):
     assert cli("kb", "stats", "--json").json()["records"] == 38
     r = cli("kb", "show", record_id)
     assert r.exit_code == 3 and "no record" in r.stderr
+    # import into this store brings the deleted record back, add and reindex work here too
+    r = cli("kb", "import", tmp_path / "a.jsonl", "--json")
+    assert r.exit_code == 0 and r.json()["added"] == 1
+    assert cli("kb", "show", record_id).exit_code == 0
+    r = cli("kb", "add", "--id", "manual-1", "--type", "negative", "--label", "eosinophil", "--insight", "bilobed", "--json")
+    assert r.exit_code == 0 and r.json()["added"] == 1
+    r = cli("kb", "reindex", "--json")
+    assert r.exit_code == 0 and r.json() == {"reindexed": 40}
+    assert cli("kb", "search", "--text", "bilobed eosinophil", "-k", "1", "--json").json()[0]["label"] == "eosinophil"
 
 
 def test_add_from_flags_and_file(cli, tmp_path, monkeypatch):
