@@ -106,15 +106,15 @@ def ingest(args) -> None:
             kb = _open_kb(store, Path(tmp) / "kb")
             load_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            added = 0
-            for _, records, vectors in truth_batches(folder, [folder], embedder=kb.image_embedder(), mpp=None,
-                                                     crop_um=kb.crop_um, workers=args.workers):
-                added += kb.upsert(records, image_vectors=vectors).added
+            batches = truth_batches(folder, [folder], embedder=kb.image_embedder(), mpp=None, crop_um=kb.crop_um,
+                                    workers=args.workers)
+            added = kb.upsert_pairs((r, v) for _, records, vectors in batches for r, v in zip(records, vectors)).added
             dt = time.perf_counter() - t0
             texts = len(kb._text_cache)
             t0 = time.perf_counter()
-            again = sum(kb.upsert(r, image_vectors=v).unchanged for _, r, v in truth_batches(
-                folder, [folder], embedder=kb.image_embedder(), mpp=None, crop_um=kb.crop_um, workers=args.workers))
+            again = kb.upsert_pairs((r, v) for _, records, vectors in truth_batches(
+                folder, [folder], embedder=kb.image_embedder(), mpp=None, crop_um=kb.crop_um, workers=args.workers)
+                for r, v in zip(records, vectors)).unchanged
             dt2 = time.perf_counter() - t0
         print(f"ingest {store}: {added} records from {tiles} tiles in {dt:.1f} s = {added / dt:.0f} records/s with both "
               f"embeddings ({texts} distinct texts; opening + model load {load_s:.1f} s); re-ingest {again} unchanged "

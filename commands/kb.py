@@ -215,11 +215,15 @@ def ingest(
                 else:
                     batches = S.truth_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um,
                                               include_negatives=not mast_only, source=source, workers=n_workers)
-                for image_path, records, vectors in batches:
-                    if source and from_analysis:
-                        records = [r.model_copy(update={"source": source}) for r in records]
-                    total += kb.upsert(records, image_vectors=vectors)
-                    st.out.detail(f"{image_path}: {len(records)} cells")
+                def pairs(batches=batches):  # every image's cells, written in full batches across images
+                    for image_path, records, vectors in batches:
+                        st.out.detail(f"{image_path}: {len(records)} cells")
+                        for record, vector in zip(records, vectors):
+                            if source and from_analysis:
+                                record = record.model_copy(update={"source": source})
+                            yield record, vector
+
+                total += kb.upsert_pairs(pairs())
             bar.advance(task)
     _write_report(ctx, total, f"kb ingest ({kb.store.location()})")
 

@@ -166,11 +166,17 @@ class KnowledgeBase:
     def upsert(self, records: Iterable[CellRecord], *, image_vectors: Sequence[np.ndarray] | None = None,
                keep_times: bool = False, on_batch: Callable[[int], None] | None = None) -> WriteResult:
         """Insert or replace by id, BATCH records per atomic write; unchanged records are not rewritten."""
+        vectors = iter(image_vectors) if image_vectors is not None else None
+        pairs = ((r, next(vectors) if vectors is not None else None) for r in records)
+        return self.upsert_pairs(pairs, keep_times=keep_times, on_batch=on_batch)
+
+    def upsert_pairs(self, pairs: Iterable[tuple[CellRecord, np.ndarray | None]], *, keep_times: bool = False,
+                     on_batch: Callable[[int], None] | None = None) -> WriteResult:
+        """``upsert`` of (record, image vector or None) pairs from any number of images, in full batches."""
         total = WriteResult()
         batch: list[tuple[CellRecord, np.ndarray | None]] = []
-        vectors = iter(image_vectors) if image_vectors is not None else None
-        for record in records:
-            batch.append((record, next(vectors) if vectors is not None else None))
+        for pair in pairs:
+            batch.append(pair)
             if len(batch) >= BATCH:
                 total += self._write(batch, keep_times)
                 if on_batch:
