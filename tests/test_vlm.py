@@ -24,11 +24,12 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from tests.vlm_tiny import build_llava, build_qwen2_vl
+    from tests.vlm_tiny import build_llava, build_qwen2_5_vl, build_qwen2_vl
 
     root = tmp_path_factory.mktemp("tiny")
     try:
-        return {"qwen2-vl": build_qwen2_vl(root / "qwen"), "llava": build_llava(root / "llava")}
+        return {"qwen2-vl": build_qwen2_vl(root / "qwen"), "qwen2.5-vl": build_qwen2_5_vl(root / "qwen25"),
+                "llava": build_llava(root / "llava")}
     except RuntimeError as exc:
         pytest.skip(str(exc))
 
@@ -99,7 +100,7 @@ def test_prepare_splits_by_source_image_and_writes_paths_not_pixels(tmp_path, cl
 # --------------------------------------------------------------------------- training and detection with tiny models
 
 
-@pytest.mark.parametrize("family", ["qwen2-vl", "llava"])
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "llava"])
 def test_prepare_train_resume_detect(family, tiny_models, tmp_path, cli):
     from mastctl import synth
 
