@@ -11,10 +11,11 @@ everything here is plain Python and tested without a network.
 - Answer: ``{"cells": [{"point": [y, x], "kind", "confidence", "reason"}]}``
   with Gemini's own convention, ``[y, x]`` normalised to 0-1000 of the image
   it was sent (``coordinates="pixels"`` asks for pixel ``[y, x]`` instead).
-- Tiling: images are cut into tiles of ``tile_um`` micrometres (resampled to
-  ``tile_mpp``) overlapping by ``overlap_um``; points are mapped back to the
-  input image, out-of-tile points dropped, and duplicates (within
-  ``merge_um``, across tiles too) merged, keeping the most confident.
+- Tiling (:mod:`mastctl.tiling`): images are cut into tiles of ``tile_um``
+  micrometres (resampled to ``tile_mpp``) overlapping by ``overlap_um``;
+  points are mapped back to the input image, out-of-tile points dropped, and
+  duplicates (within ``merge_um``, across tiles too) merged, keeping the most
+  confident.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from mastctl.cells import Cell
 from mastctl.errors import BackendError
+from mastctl.tiling import Tile, merge, plan_tiles  # noqa: F401  (the detector's tiles)
 
 PROMPT_VERSION = "mastctl-gemini-1"
 
@@ -83,16 +84,6 @@ class Example:
     description: str
     crop_png: bytes
     score: float
-
-
-@dataclass(frozen=True)
-class Tile:
-    x0: int  # input-image pixels of the tile's top left
-    y0: int
-    width: int  # input-image pixels covered
-    height: int
-    scale: float  # input pixels per sent pixel
-    pixels: np.ndarray  # what is sent (resampled)
 
 
 @dataclass
@@ -238,61 +229,6 @@ def to_cells(answer: GeminiAnswer, tile: Tile, coordinates: str) -> tuple[list[C
         reason = c.reason.strip()[:300]
         cells.append(Cell(x, y, "mast_cell", c.kind, float(c.confidence), {"reason": reason} if reason else {}))
     return cells, dropped
-
-
-def merge(cells: Sequence[Cell], radius_px: float) -> tuple[list[Cell], int]:
-    """One cell per neighbourhood: the most confident within ``radius_px``; (kept, merged away)."""
-    from scipy.spatial import cKDTree
-
-    if not cells:
-        return [], 0
-    order = sorted(range(len(cells)), key=lambda i: -cells[i].confidence)
-    tree = cKDTree(np.array([[c.x, c.y] for c in cells]))
-    taken = np.zeros(len(cells), bool)
-    kept = []
-    for i in order:
-        if taken[i]:
-            continue
-        kept.append(cells[i])
-        taken[tree.query_ball_point([cells[i].x, cells[i].y], radius_px)] = True
-    return kept, len(cells) - len(kept)
-
-
-# --------------------------------------------------------------------------- tiles
-
-
-def plan_tiles(pixels: np.ndarray, mpp: float, tile_um: float, overlap_um: float, tile_mpp: float) -> list[Tile]:
-    """Overlapping tiles covering the image, each resampled to ``tile_mpp`` (never upsampled)."""
-    h, w = pixels.shape[:2]
-    size = max(1, int(round(tile_um / mpp)))
-    step = max(1, size - int(round(overlap_um / mpp)))
-    scale = max(1.0, tile_mpp / mpp)
-    xs = _starts(w, size, step)
-    ys = _starts(h, size, step)
-    tiles = []
-    for y0 in ys:
-        for x0 in xs:
-            window = pixels[y0:y0 + size, x0:x0 + size, :3]
-            tiles.append(Tile(x0, y0, window.shape[1], window.shape[0], scale, _shrink(window, scale)))
-    return tiles
-
-
-def _starts(length: int, size: int, step: int) -> list[int]:
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size, step))
-    starts.append(length - size)
-    return sorted(set(starts))
-
-
-def _shrink(window: np.ndarray, scale: float) -> np.ndarray:
-    if scale <= 1.0001:
-        return np.ascontiguousarray(window)
-    from PIL import Image as PILImage
-
-    h, w = window.shape[:2]
-    size = (max(1, int(round(w / scale))), max(1, int(round(h / scale))))
-    return np.asarray(PILImage.fromarray(window).resize(size, PILImage.Resampling.LANCZOS))
 
 
 # --------------------------------------------------------------------------- cache and retries

@@ -94,6 +94,7 @@ class GeminiDetector:
 
     def detect(self, image: Image) -> Detections:
         from mastctl import gemini as G
+        from mastctl import tiling
 
         mpp = image.mpp or 0.5
         o = self.options
@@ -103,7 +104,7 @@ class GeminiDetector:
         config = {"temperature": o.temperature, "coordinates": o.coordinates, "prompt": G.PROMPT_VERSION}
         t0 = time.perf_counter()
         cells, example_ids = [], set()
-        for tile in G.plan_tiles(image.pixels, mpp, o.tile_um, o.overlap_um, o.tile_mpp):
+        for tile in tiling.plan_tiles(image.pixels, mpp, o.tile_um, o.overlap_um, o.tile_mpp):
             examples = self.examples_for(tile, mpp)
             example_ids.update(e.id for e in examples)
             png = _png(tile.pixels)
@@ -123,7 +124,7 @@ class GeminiDetector:
             found, dropped = G.to_cells(parsed, tile, o.coordinates)
             usage.dropped_points += dropped
             cells.extend(found)
-        merged, _ = G.merge(cells, o.merge_um / mpp)
+        merged, _ = tiling.merge(cells, o.merge_um / mpp)
         price = o.price_per_mtok or G.PRICES.get(self.model)
         info = {"model": self.model, "usage": usage.to_dict(price), "examples": sorted(example_ids),
                 "knowledge_base": "used" if self._kb is not None else (self._kb_note or "off")}

@@ -68,7 +68,7 @@ class HybridDetector:
         self.morphology = registry.create("detector", "morphology", self.profile)
         self.unavailable: dict[str, str] = {}
         self.kb = self._open_kb() if "kb" in self.options.opinions else None
-        self.gemini = self._open_gemini() if "gemini" in self.options.opinions else None
+        self.gemini = self._open_detector("gemini", "gemini") if "gemini" in self.options.opinions else None
         self.vlm = self._open_detector(self.options.vlm, "vlm") if "vlm" in self.options.opinions else None
 
     def _open_kb(self) -> Any:
@@ -79,9 +79,6 @@ class HybridDetector:
         except MastctlError as exc:
             self.unavailable["kb"] = str(exc)
             return None
-
-    def _open_gemini(self) -> Any:
-        return self._open_detector("gemini", "gemini")
 
     def _open_detector(self, name: str, opinion: str) -> Any:
         from mastctl import registry

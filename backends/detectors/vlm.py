@@ -77,7 +77,7 @@ class _VlmDetector:
         return self._loaded
 
     def detect(self, image: Image) -> Detections:
-        from mastctl import gemini as G
+        from mastctl import tiling
         from mastctl.devices import resolve_device
         from mastctl.vlm import formats as F
         from mastctl.vlm.training import generate
@@ -90,14 +90,14 @@ class _VlmDetector:
         vlm = self.profile.vlm
         t0 = time.perf_counter()
         cells, invalid, answers = [], 0, 0
-        for tile in G.plan_tiles(image.pixels, mpp, tile_um, 0.0, tile_mpp):
+        for tile in tiling.plan_tiles(image.pixels, mpp, tile_um, 0.0, tile_mpp):
             h, w = tile.pixels.shape[:2]
             text = generate(loaded, tile.pixels, vlm.max_new_tokens, vlm.temperature, device)
             answers += 1
             points, bad = F.parse(text, self.family, w, h, loaded.seen_size(h, w))
             invalid += bad
             cells += [Cell(tile.x0 + p.x * tile.scale, tile.y0 + p.y * tile.scale, "mast_cell", p.kind, 0.5) for p in points]
-        merged, _ = G.merge(cells, self.options.merge_um / mpp)
+        merged, _ = tiling.merge(cells, self.options.merge_um / mpp)
         info = {"family": self.family, "base": str(self.base), "adapter": str(self.adapter) if self.adapter else None,
                 "tiles": answers, "invalid_points": invalid}
         return Detections(image=image.info, backend=self.name, cells=tuple(merged),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +142,8 @@ class EmbeddingCache:
         return np.stack([found[k] for k in keys]) if keys else np.zeros((0, teacher.dim), np.float32)
 
 
-@cache
-def _hash_salt() -> bytes:
-    return b"mastctl-cube-1"
+HASH_SALT = b"mastctl-cube-1"  # change it to invalidate every cached embedding
 
 
 def _hash(text: str) -> str:
-    return hashlib.sha256(_hash_salt() + text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(HASH_SALT + text.encode("utf-8")).hexdigest()

@@ -35,7 +35,7 @@ class TileSample:
 
 def tiles_of(pixels: np.ndarray, mpp: float, cells, tile_um: float, tile_mpp: float, source: str) -> list[TileSample]:
     """Non-overlapping tiles (the last row/column shifted inside) with the mast cells inside each."""
-    from mastctl.gemini import plan_tiles
+    from mastctl.tiling import plan_tiles
 
     out = []
     for t in plan_tiles(pixels, mpp, tile_um, 0.0, tile_mpp):

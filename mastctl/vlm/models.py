@@ -95,16 +95,12 @@ def _pixels(ip: Any, which: str) -> int:
     return int(size.get(key) or getattr(ip, f"{which}_pixels"))
 
 
-def quiet_hf() -> None:
-    from mastctl.hf import quiet
-
-    quiet()
-
-
 def load(family: str, path: str | Path, *, quantize: str | None = None, dtype: str = "float32", device: str = "cpu",
          adapter: str | Path | None = None, trainable_adapter: bool = False) -> Loaded:
     """A base model (and optionally a LoRA adapter) from local folders; a clear error when the folder is not one."""
-    quiet_hf()
+    from mastctl.hf import quiet
+
+    quiet()
     import torch
     from transformers import AutoTokenizer
 

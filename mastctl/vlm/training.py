@@ -52,9 +52,10 @@ class TrainSettings:
 
 def train(data: Path, base: Path, out: Path, lora: LoraSettings, settings: TrainSettings, *, resume: bool = False,
           on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    from mastctl.vlm.models import load, quiet_hf
+    from mastctl.hf import quiet
+    from mastctl.vlm.models import load
 
-    quiet_hf()
+    quiet()
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
