@@ -120,11 +120,11 @@ def apply_thresholds(det: Detections, thresholds: Thresholds) -> Detections:
     def threshold(cell) -> float:
         if cell.is_mast_cell:
             if cell.kind == "implicit":
-                return thresholds.implicit
+                return thresholds.implicit or 0.0
             if cell.kind == "explicit":
-                return thresholds.explicit
-            return min(thresholds.explicit, thresholds.implicit)
-        return thresholds.other
+                return thresholds.explicit or 0.0
+            return min(thresholds.explicit or 0.0, thresholds.implicit or 0.0)
+        return thresholds.other or 0.0
 
     kept = tuple(c for c in det.cells if c.confidence >= threshold(c))
     return dataclasses.replace(det, cells=kept)

@@ -43,9 +43,9 @@ class _Section(BaseModel):
 
 
 class Thresholds(_Section):
-    explicit: float = Field(0.5, ge=0, le=1, description="Lowest confidence at which an explicit mast cell is reported.")
-    implicit: float = Field(0.5, ge=0, le=1, description="Lowest confidence at which an implicit mast cell is reported.")
-    other: float = Field(0.5, ge=0, le=1, description="Lowest confidence for every other cell (with --all-cells).")
+    explicit: float | None = Field(None, ge=0, le=1, description="Lowest confidence at which an explicit mast cell is reported (null: every one the backend reports).")
+    implicit: float | None = Field(None, ge=0, le=1, description="Lowest confidence at which an implicit mast cell is reported (null: every one the backend reports).")
+    other: float | None = Field(None, ge=0, le=1, description="Lowest confidence for every other cell, with --all-cells (null: every one).")
 
 
 class DetectSettings(_Section):
@@ -58,7 +58,7 @@ class DetectSettings(_Section):
     max_pixels: int = Field(
         300_000_000, ge=0, description="Decompression-bomb guard: largest image decoded whole, in pixels (0 = no limit)."
     )
-    thresholds: Thresholds = Field(default_factory=Thresholds, description="Confidence thresholds applied to every backend's output.")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="Confidence thresholds applied to every backend's output, on top of the backend's own decision.")
 
 
 class KbSettings(_Section):

@@ -108,7 +108,7 @@ def od_lut(rgb: np.ndarray) -> np.ndarray:
     global _OD_LUT
     if _OD_LUT is None:
         _OD_LUT = np.maximum(-np.log(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0), 0.0).astype(np.float32)
-    return _OD_LUT[rgb]
+    return np.take(_OD_LUT, rgb)  # faster than fancy indexing
 
 
 def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pixels: int = 300, sample: int = 10000, seed: int = 0):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mastctl.errors import InputError
+from mastctl.errors import InputError, UsageError
 from mastctl.kb import crops as C
 from mastctl.kb.records import SCHEMA, parse
 from tests.conftest import PLUGINS, run_mastctl
@@ -227,12 +227,21 @@ def test_old_schema_store_is_migrated_on_open(tmp_path):
     store.upsert([Row("mast_cell_explicit_001", "explicit", "mast_cell", "easy", "", json.dumps(ORIGINAL), b"",
                       np.ones(414, np.float32) / 414**0.5)])
     profile = Profile.model_validate({"kb": {"uri": str(tmp_path / "kb")}})
-    kb = KnowledgeBase.open(profile)
+    kb = KnowledgeBase.open(profile, check=False)
     assert kb.meta["schema_version"] == 2
     fresh = LanceDBStore(uri=str(tmp_path / "kb"))
     fresh.open(None, create=False)
     raw = json.loads(fresh.fetch(["mast_cell_explicit_001"])[0].record_json)
     assert raw["schema"] == SCHEMA and raw["confidence"] == 0.9 and "vs_plasma_cells" in raw["distinguishing_features"]
+    # That store's image vectors are 30 wide, from an older crop embedder: searching it needs a reindex first.
+    from mastctl.morphology.embedding import DIM
+
+    assert DIM != 30
+    with pytest.raises(UsageError, match="30-wide image vectors.*kb reindex"):
+        KnowledgeBase.open(profile)
+    assert kb.reindex() == 1
+    again = KnowledgeBase.open(profile)
+    assert again.meta["image_dim"] == DIM and again.get("mast_cell_explicit_001").type == "explicit"
 
 
 def test_changed_embedder_needs_reindex_which_rebuilds_without_loss(cli, tmp_path, monkeypatch, plugin):

@@ -222,3 +222,87 @@ def test_normalisation_restains_with_the_reference_vectors():
     assert np.percentile(conc[..., 0], 99) == pytest.approx(stains.REFERENCE_MAX[0], rel=0.1)
     glass = np.full((32, 32, 3), 250, np.uint8)
     assert stains.normalize(glass) is glass
+
+
+def _stub_analysis(probs, xy):
+    from mastctl.morphology import Analysis
+
+    class Stub(Model):
+        def predict_proba(self, X):
+            return np.asarray(probs)
+
+    st = F.Stained(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)), 0.5, 1, (None, None), True)
+    nuclei = F.Nuclei(np.zeros((2, 2), np.int32), len(xy), np.asarray(xy, float))
+    return Stub, Analysis(st, nuclei, np.zeros((len(xy), len(F.FEATURE_NAMES))))
+
+
+def test_mast_threshold_reports_less_likely_mast_cells_with_their_probability():
+    from mastctl.morphology import classify
+
+    # P(mast) = 0.36 (explicit 0.30 + implicit 0.06), a lymphocyte 0.44: the likeliest class is not mast
+    Stub, analysis = _stub_analysis([[0.30, 0.06, 0.44, 0.05, 0.05, 0.04, 0.04, 0.02]], [[10.0, 10.0]])
+    argmax = Stub("logistic", list(F.FEATURE_NAMES), list(CLASSES), {}, 1.0, 1.0, None)
+    assert [c.label for c in classify(analysis, argmax)] == ["lymphocyte"]
+    lower = Stub("logistic", list(F.FEATURE_NAMES), list(CLASSES), {}, 1.0, 1.0, 0.3)
+    (cell,) = classify(analysis, lower)
+    assert (cell.label, cell.kind, cell.confidence) == ("mast_cell", "explicit", pytest.approx(0.36))
+    assert classify(analysis, lower, mast_threshold=0.5)[0].label == "lymphocyte"  # the detector option wins
+    built_in = default_model()
+    assert built_in.mast_threshold == 0.3
+
+
+def test_mast_threshold_survives_the_model_file_and_finetune_inherits_it(tmp_path):
+    model = default_model()
+    model.mast_threshold = 0.42
+    assert Model.load(model.save(tmp_path / "m.json")).mast_threshold == 0.42
+    old = model.to_dict()
+    del old["mast_threshold"]  # a model file written before the threshold existed
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert Model.load(tmp_path / "old.json").mast_threshold is None
+
+
+def test_forest_evaluation_follows_irregular_trees():
+    from mastctl.morphology.model import _forest_predict
+
+    # one deep branch (depth 3 on the right), a leaf at depth 1 on the left, and a lone leaf
+    deep = {"feature": [0, -2, 1, -2, 2, -2, -2], "threshold": [0.0, 0, 0.5, 0, -1.0, 0, 0],
+            "left": [1, -1, 3, -1, 5, -1, -1], "right": [2, -1, 4, -1, 6, -1, -1], "value": [0, 1.0, 0, 2.0, 0, 3.0, 4.0]}
+    lone = {"feature": [0], "threshold": [0.0], "left": [-1], "right": [-1], "value": [7.0]}
+
+    def walk(tree, x):
+        node = 0
+        while tree["left"][node] >= 0:
+            node = tree["left"][node] if x[tree["feature"][node]] <= tree["threshold"][node] else tree["right"][node]
+        return tree["value"][node]
+
+    trees = [[deep] + [lone] * (len(CLASSES) - 1)]
+    model = Model("gbm", ["a", "b", "c"], list(CLASSES), {"init": [0.0] * len(CLASSES), "learning_rate": 1.0, "trees": trees})
+    X = np.random.default_rng(3).normal(size=(200, 3))
+    got = _forest_predict(model._packed(), X)
+    assert np.array_equal(got[0], [walk(deep, x) for x in X]) and set(np.unique(got[0])) == {1.0, 2.0, 3.0, 4.0}
+    assert np.all(got[1:] == 7.0)
+
+
+def test_a_model_reads_its_features_by_name():
+    sklearn = pytest.importorskip("sklearn")  # noqa: F841
+    from mastctl.morphology.model import fit
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, len(F.FEATURE_NAMES)))
+    y = (X[:, F.FEATURE_NAMES.index("offset")] > 0).astype(int) + 2 * (X[:, F.FEATURE_NAMES.index("area_um2")] > 0)
+    names = ["offset", "area_um2", "roundness"]  # a subset, in another order
+    cols = [F.FEATURE_NAMES.index(n) for n in names]
+    model = fit(X[:, cols], y, names, kind="logistic")
+    assert np.allclose(model.predict_proba(model.select(X, F.FEATURE_NAMES)), model.predict_proba(X[:, cols]))
+    model.features = ["offset", "granule_count"]
+    with pytest.raises(InputError, match="granule_count.*finetune morphology"):
+        model.select(X, F.FEATURE_NAMES)
+
+
+def test_fast_opening_equals_scipy():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(6)
+    for _ in range(10):
+        mask = ndi.gaussian_filter(rng.random((41, 57)), 1.2) > 0.5
+        assert np.array_equal(F._open_cross(mask), ndi.binary_opening(mask, iterations=1))

@@ -60,7 +60,7 @@ backend_options:
   hybrid: {weights: [0.5, 0.5]}
 """
     p = load_profile(write(tmp_path / "p.yaml", text), env={}).profile
-    assert p.detect.thresholds.explicit == 0.6 and p.detect.thresholds.implicit == 0.4 and p.detect.thresholds.other == 0.5
+    assert p.detect.thresholds.explicit == 0.6 and p.detect.thresholds.implicit == 0.4 and p.detect.thresholds.other is None
     assert p.teacher_models.models["llama3-8b-local"].torch_dtype == "float16"
     assert p.vlm.qwen2_vl.adapter == "/runs/adapter" and p.gpu_settings.device == "cuda:1"
     assert p.backend_options["hybrid"] == {"weights": [0.5, 0.5]}

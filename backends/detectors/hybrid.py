@@ -49,7 +49,7 @@ class HybridDetector:
                                           description="Trust in each source (log-odds weights; 0 ignores one).")
         certain_high: float = Field(0.85, ge=0, le=1, description="P(mast) from which morphology alone decides: mast cell.")
         certain_low: float = Field(0.15, ge=0, le=1, description="P(mast) up to which morphology alone decides: not a mast cell.")
-        threshold: float = Field(0.5, gt=0, lt=1, description="Fused P(mast) from which a candidate is a mast cell.")
+        threshold: float | None = Field(None, gt=0, lt=1, description="Fused P(mast) from which a candidate is a mast cell (null: the morphology model's, 0.3 for the built-in one; 0.5 if it has none).")
         kb_k: int = Field(7, ge=1, description="Knowledge-base neighbours that vote.")
         match_um: float = Field(5.0, gt=0, description="A Gemini point this close to a candidate speaks for it.")
         gemini_miss_p: float = Field(0.2, ge=0, le=1, description="P(mast) Gemini's silence means for a candidate it did not mark.")
@@ -66,6 +66,8 @@ class HybridDetector:
             raise ConfigError(f"backend_options.hybrid.opinions: unknown opinion {unknown[0]!r} (choose from {', '.join(SECOND_OPINIONS)})")
         self.profile = profile or P()
         self.morphology = registry.create("detector", "morphology", self.profile)
+        own = self.morphology.options.mast_threshold or self.morphology.model.mast_threshold
+        self.threshold = self.options.threshold or own or 0.5
         self.unavailable: dict[str, str] = {}
         self.kb = self._open_kb() if "kb" in self.options.opinions else None
         self.gemini = self._open_detector("gemini", "gemini") if "gemini" in self.options.opinions else None
@@ -123,7 +125,7 @@ class HybridDetector:
             used.update(op.source for op in opinions)
             fused = fuse(opinions)
             extra = {f"p_{op.source}": round(op.p_mast, 4) for op in opinions}
-            if fused >= o.threshold:
+            if fused >= self.threshold:
                 cells.append(_relabel(c, fused, fuse_kind(opinions), extra))
             elif c.is_mast_cell:  # overruled: report it as what morphology thought next
                 cells.append(Cell(c.x, c.y, "other", None, round(1 - fused, 4), {**dict(c.features), **extra}))

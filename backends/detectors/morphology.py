@@ -36,6 +36,7 @@ class MorphologyDetector:
         normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
+        mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's, 0.3 for the built-in one); higher = fewer, surer cells.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         from mastctl.morphology import model_path_or_default
@@ -66,6 +67,6 @@ class MorphologyDetector:
         vectors = [np.asarray(v, dtype=np.float64) for v in o.stain_vectors] if o.stain_vectors else None
         analysis = analyse(image.pixels, mpp, normalize=self._normalize, vectors=vectors, threshold=o.nucleus_threshold)
         t1 = time.perf_counter()
-        cells = classify(analysis, self.model)
+        cells = classify(analysis, self.model, o.mast_threshold)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})

@@ -116,6 +116,12 @@ class KnowledgeBase:
                 f"the knowledge base at {self.store.location()} was built with text embedder {stored[0]!r} and image "
                 f"embedder {stored[1]!r}; the profile asks for {wanted[0]!r} and {wanted[1]!r}: run `mastctl kb reindex` "
                 "to rebuild it (or change the profile back)")
+        width = self.image_embedder().dim
+        if self.meta.get("image_dim") not in (None, width):
+            raise UsageError(
+                f"the knowledge base at {self.store.location()} holds {self.meta['image_dim']}-wide image vectors; this "
+                f"mastctl's {self.image_name!r} embedder makes {width}-wide ones (it measures cells differently now): "
+                "run `mastctl kb reindex` to rebuild it")
 
     def migrate(self) -> int:
         """Rewrite every record in the current schema (records migrate on parse); the vectors stay."""

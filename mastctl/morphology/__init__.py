@@ -55,13 +55,20 @@ def default_model() -> Model:
         return Model.load(path)
 
 
-def classify(analysis: Analysis, model: Model) -> list[Cell]:
-    """Cells from class probabilities: mast cells with a kind, look-alikes by label."""
+def classify(analysis: Analysis, model: Model, mast_threshold: float | None = None) -> list[Cell]:
+    """Cells from class probabilities: mast cells with a kind, look-alikes by label.
+
+    A nucleus is a mast cell when P(explicit) + P(implicit) reaches ``mast_threshold``
+    (default: the model's; none: when mast is likelier than every other class). The
+    confidence is that probability, so a lower threshold trades precision for recall
+    while a reported 0.4 still means "right about 40% of the time".
+    """
     from scipy.spatial import cKDTree
 
-    P = model.predict_proba(analysis.X)
+    P = model.predict_proba(model.select(analysis.X, F.FEATURE_NAMES))
     if len(P) == 0:
         return []
+    threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
     ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     xy = analysis.xy
     um_per_px = analysis.stained.mpp / analysis.stained.factor
@@ -78,12 +85,13 @@ def classify(analysis: Analysis, model: Model) -> list[Cell]:
     others = [k for k in range(len(CLASSES)) if k not in (ie, ii, isp)]
     for i in range(len(P)):
         mast = P[i, ie] + P[i, ii]
-        if P[i, isp] > max(mast, P[i, others].max()):
+        best_other = max(others, key=lambda k: P[i, k])
+        is_mast = mast >= threshold if threshold is not None else mast >= P[i, best_other]
+        if not is_mast and P[i, isp] > max(mast, P[i, best_other]):
             continue  # not a cell
         x, y = float(xy[i, 0]), float(xy[i, 1])
         extra = {"nucleus_area_um2": float(feats[i, 0]), "p_explicit": float(P[i, ie]), "p_implicit": float(P[i, ii])}
-        best_other = max(others, key=lambda k: P[i, k])
-        if mast >= P[i, best_other]:
+        if is_mast:
             kind = "explicit" if P[i, ie] >= P[i, ii] else "implicit"
             cells.append(Cell(x, y, "mast_cell", kind, float(min(mast, 1.0)), extra))
         else:
@@ -168,7 +176,8 @@ def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str =
         raise InputError(f"too little to learn from: {cells} of {len(X)} detected nuclei matched an annotated cell "
                          "(need at least 20; check that image names match the truth and the scale is right)")
     model = fit(X, y, list(F.FEATURE_NAMES), kind=kind)
-    model.neighbour_boost = default_model().neighbour_boost
+    builtin = default_model()
+    model.neighbour_boost, model.mast_threshold = builtin.neighbour_boost, builtin.mast_threshold
     model.info["normalize"] = normalize
     return model
 

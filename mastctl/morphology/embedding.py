@@ -48,7 +48,7 @@ def raw_rows(crops: list[np.ndarray]) -> tuple[np.ndarray, list[CropMeasure]]:
             d = np.hypot(a.xy[:, 0] - w / 2, a.xy[:, 1] - h / 2) * CROP_MPP
             j = int(np.argmin(d))
             if d[j] <= CENTRE_UM:
-                p = model.predict_proba(a.X[j:j + 1])[0]
+                p = model.predict_proba(model.select(a.X[j:j + 1], FEATURE_NAMES))[0]
                 rows[i] = np.concatenate([a.X[j], np.log(p + 1e-3)])
                 measures.append(CropMeasure(True, dict(zip(FEATURE_NAMES, map(float, a.X[j]))), dict(zip(CLASSES, map(float, p)))))
                 continue

@@ -49,6 +49,7 @@ class Model:
     params: dict[str, Any]
     temperature: float = 1.0
     neighbour_boost: float = 1.0  # odds factor for implicit candidates near an explicit mast cell
+    mast_threshold: float | None = None  # report a mast cell from this P(mast) on; None: when mast is the likeliest class
     info: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ prediction
@@ -61,31 +62,39 @@ class Model:
         if self.kind == "gbm":
             packed = self._packed()
             values = _forest_predict(packed, X)  # (trees, samples)
-            out = packed["class_onehot"] @ values  # (classes, samples)
+            # trees are stage-major with one tree per class: sum the stages (no BLAS: tiny and often contended)
+            out = values.reshape(-1, len(self.classes), len(X)).sum(axis=0)  # (classes, samples)
             return np.asarray(self.params["init"], dtype=np.float64)[None, :] + float(self.params["learning_rate"]) * out.T
         raise InputError(f"unknown morphology model kind {self.kind!r}")
 
     def _packed(self) -> dict[str, np.ndarray]:
-        """All trees as (trees x nodes) arrays, so a forest is evaluated in a few numpy steps."""
+        """All trees as complete binary trees of one depth, in (trees x nodes) arrays: a forest is then
+        evaluated in ``depth`` vectorised steps (a shallower branch continues as always-left nodes)."""
         cached = self.__dict__.get("_packed_cache")
         if cached is None:
             trees = [(k, t) for stage in self.params["trees"] for k, t in enumerate(stage)]
-            nodes = max(len(t["feature"]) for _, t in trees)
-
-            def pack(key, fill, dtype):
-                arr = np.full((len(trees), nodes), fill, dtype=dtype)
-                for i, (_, t) in enumerate(trees):
-                    arr[i, : len(t[key])] = t[key]
-                return arr
-
-            onehot = np.zeros((len(self.classes), len(trees)))
-            for i, (k, _) in enumerate(trees):
-                onehot[k, i] = 1.0
-            cached = {"feature": np.maximum(pack("feature", 0, np.int64), 0), "threshold": pack("threshold", 0.0, np.float64),
-                      "left": pack("left", -1, np.int64), "right": pack("right", -1, np.int64),
-                      "value": pack("value", 0.0, np.float64), "class_onehot": onehot}
+            depth = max(_tree_depth(t) for _, t in trees)
+            internal = 2**depth - 1
+            feature = np.zeros((len(trees), max(internal, 1)), np.int64)
+            threshold = np.full((len(trees), max(internal, 1)), np.inf, dtype=np.float32)
+            value = np.zeros((len(trees), 2**depth))
+            for i, (_, t) in enumerate(trees):
+                _fill_complete(t, 0, 0, 0, depth, feature[i], threshold[i], value[i])
+            if any(len(stage) != len(self.classes) for stage in self.params["trees"]):
+                raise InputError("morphology model: every boosting stage needs one tree per class")
+            cached = {"depth": depth, "feature": feature, "threshold": threshold, "value": value}
             self.__dict__["_packed_cache"] = cached
         return cached
+
+    def select(self, X: np.ndarray, names: tuple[str, ...] | list[str]) -> np.ndarray:
+        """The columns of ``X`` (named ``names``) this model was fitted on, in its order."""
+        if list(names) == self.features:
+            return X
+        missing = [f for f in self.features if f not in names]
+        if missing:
+            raise InputError(f"this morphology model needs features this mastctl does not measure ({', '.join(missing)}); "
+                             "fit it again with `mastctl finetune morphology`")
+        return X[:, [list(names).index(f) for f in self.features]]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
@@ -96,7 +105,8 @@ class Model:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "kind": self.kind, "features": self.features, "classes": self.classes,
-                "temperature": self.temperature, "neighbour_boost": self.neighbour_boost, "info": self.info,
+                "temperature": self.temperature, "neighbour_boost": self.neighbour_boost,
+                "mast_threshold": self.mast_threshold, "info": self.info,
                 "params": self.params}
 
     def save(self, path: Path) -> Path:
@@ -118,24 +128,54 @@ class Model:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise InputError(f"{p}: not a mastctl morphology model ({SCHEMA})")
         return cls(data["kind"], list(data["features"]), list(data["classes"]), data["params"],
-                   float(data.get("temperature", 1.0)), float(data.get("neighbour_boost", 1.0)), data.get("info", {}))
+                   float(data.get("temperature", 1.0)), float(data.get("neighbour_boost", 1.0)),
+                   data.get("mast_threshold"), data.get("info", {}))
+
+
+def _tree_depth(tree: dict[str, list]) -> int:
+    left, right = tree["left"], tree["right"]
+
+    def depth(node: int) -> int:
+        return 0 if left[node] < 0 else 1 + max(depth(left[node]), depth(right[node]))
+
+    return depth(0)
+
+
+def _fill_complete(tree, node: int, slot: int, level: int, depth: int, feature, threshold, value) -> None:
+    """Copy ``tree`` below ``node`` into level-order slots of a complete tree of ``depth``."""
+    if level == depth:
+        value[slot - (2**depth - 1)] = tree["value"][node]
+        return
+    if tree["left"][node] < 0:  # a leaf above the bottom: always go left (threshold +inf), down to the bottom
+        _fill_complete(tree, node, 2 * slot + 1, level + 1, depth, feature, threshold, value)
+        return
+    feature[slot], threshold[slot] = max(tree["feature"][node], 0), tree["threshold"][node]
+    _fill_complete(tree, tree["left"][node], 2 * slot + 1, level + 1, depth, feature, threshold, value)
+    _fill_complete(tree, tree["right"][node], 2 * slot + 2, level + 1, depth, feature, threshold, value)
 
 
 def _forest_predict(packed: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
-    """Leaf value of every tree for every sample: (trees x samples)."""
-    n_trees = packed["feature"].shape[0]
-    rows = np.arange(n_trees)[:, None]
-    node = np.zeros((n_trees, len(X)), dtype=np.int64)
-    samples = np.arange(len(X))[None, :]
-    for _ in range(64):
-        left = packed["left"][rows, node]
-        leaf = left < 0
-        if leaf.all():
-            break
-        x = X[samples, packed["feature"][rows, node]]
-        go_left = x <= packed["threshold"][rows, node]
-        node = np.where(leaf, node, np.where(go_left, left, packed["right"][rows, node]))
-    return packed["value"][rows, node]
+    """Leaf value of every tree for every sample: (trees x samples).
+
+    Every split of every tree is compared at once (float32, as scikit-learn's trees do);
+    then, level by level, each tree's bit is picked among that level's splits by the
+    bits already taken — only elementwise selects, no per-node gathers.
+    """
+    feature, threshold, value, depth = packed["feature"], packed["threshold"], packed["value"], packed["depth"]
+    n_trees = feature.shape[0]
+    Xt = np.ascontiguousarray(X.T, dtype=np.float32)  # a row per feature
+    right = (Xt[feature.ravel()] > threshold.reshape(-1, 1)).reshape(n_trees, feature.shape[1], len(X))
+    bits: list[np.ndarray] = []
+    for level in range(depth):
+        options = [right[:, 2**level - 1 + j] for j in range(2**level)]
+        for b in reversed(bits):  # least significant bit first: neighbours differ in it
+            options = [np.where(b, options[2 * i + 1], options[2 * i]) for i in range(len(options) // 2)]
+        bits.append(options[0])
+    leaf = np.zeros((n_trees, len(X)), np.int64)
+    for b in bits:
+        leaf = 2 * leaf + b
+    leaf += (np.arange(n_trees) * value.shape[1])[:, None]
+    return np.take(value.ravel(), leaf)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
