@@ -10,7 +10,7 @@ import typer
 from mastctl.cli import state
 from mastctl.errors import UsageError
 
-app = typer.Typer(help="Learn from annotated images: `morphology` fits the default detector's classifier; `prepare` and `train` fine-tune a VLM with LoRA.", no_args_is_help=True)
+app = typer.Typer(help="Learn from annotated images: `morphology` fits the default detector's classifier, `nuclei` its nucleus finder; `prepare` and `train` fine-tune a VLM with LoRA.", no_args_is_help=True)
 
 
 @app.command("morphology")
@@ -61,6 +61,55 @@ def morphology(
     out.info(f"wrote {output}: {kind}, {model.info['samples']} nuclei ({counts})")
     out.info(f"held-out accuracy {hold['accuracy']:.3f}, calibration error {hold['expected_calibration_error']:.3f} "
              f"on {hold['samples']} nuclei; use it with: mastctl detect IMAGE --option model={output}")
+
+
+@app.command("nuclei")
+def nuclei(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Option("--images", "-i", help="Images with every nucleus annotated, or folders (repeatable).", show_default=False)],
+    truth: Annotated[Path, typer.Option("--truth", "-t", help="Nucleus centres: CSV points, QuPath GeoJSON, synth JSON, detections JSON, or a folder.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (*.safetensors).", show_default=False)],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (8 patches of 64 um each); ~4 steps/s on 2 CPU cores.")] = 2000,
+    width: Annotated[int, typer.Option("--width", min=4, max=64, help="Channels of the U-Net's first level.")] = 16,
+    truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
+    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
+) -> None:
+    """Fit a small nucleus finder (U-Net, torch, CPU minutes) to point annotations of nuclei.
+
+    For tissue whose nuclei the built-in seeds miss (large, pale, crowded tumour nuclei).
+    Saved as safetensors (no pickle); a fifth of the images (from 4 on) is held out to choose
+    the peak threshold. Use it with: mastctl detect IMG -O nuclei=nuclei.safetensors
+
+    Examples:  mastctl finetune nuclei -i crc/images -t crc/points.csv --truth-class detection --mpp 0.55 -o nuclei.safetensors
+    """
+    from mastctl.detection import expand_inputs
+    from mastctl.morphology import nucleinet
+    from mastctl.truth import load_truth
+
+    out = state(ctx).out
+    if output.exists() and not force:
+        raise UsageError(f"{output} already exists; pass --force to replace it")
+    if output.suffix.lower() != ".safetensors":
+        raise UsageError(f"the nucleus model is written as safetensors; name it *.safetensors (got {output})")
+    nucleinet._torch()  # fail before reading anything
+    paths = expand_inputs(images)
+    truth_sets = load_truth(truth, classes=truth_class)
+    examples = nucleinet.examples_from_annotations(paths, truth_sets, mpp=mpp)
+    if not examples or sum(len(e.points) for e in examples) < 20:
+        raise UsageError("too little to learn from: need images whose names match the truth, with at least 20 nuclei in all")
+    with out.progress(steps) as bar:
+        task = bar.add_task("training", total=steps)
+        net = nucleinet.fit(examples, steps=steps, width=width, seed=seed, on_step=lambda i, loss: bar.advance(task))
+    net.info["trained_on"] = f"{len(examples)} images, truth {truth}"
+    net.save(output)
+    if out.json_mode:
+        out.data({"model": str(output), "peak_threshold": net.peak_threshold, **net.info})
+        return
+    out.info(f"wrote {output}: {len(examples)} images, {sum(len(e.points) for e in examples)} nuclei, {steps} steps; "
+             f"peak threshold {net.peak_threshold} (F1 {net.info['val_f1']:.3f} within 3 um on "
+             f"{net.info['threshold_chosen_on']}); use it with: mastctl detect IMAGE -O nuclei={output}")
 
 
 @app.command("prepare")

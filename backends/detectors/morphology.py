@@ -36,6 +36,7 @@ class MorphologyDetector:
         normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
+        nuclei: str | None = Field(None, description="Nucleus model from `mastctl finetune nuclei` (safetensors; needs torch): finds the nuclei instead of the built-in seeds.")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's, 0.3 for the built-in one); higher = fewer, surer cells.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
@@ -44,6 +45,11 @@ class MorphologyDetector:
         self.options = options or self.Options()
         self.model = model_path_or_default(self.options.model)
         self._normalize = self.options.normalize or bool(self.model.info.get("normalize"))
+        self.nuclei_net = None
+        if self.options.nuclei:
+            from mastctl.morphology.nucleinet import NucleusNet
+
+            self.nuclei_net = NucleusNet.load(self.options.nuclei)
 
     def slide_options(self, sample, mpp: float) -> dict:
         """Options that make every tile of one slide use the same stains and threshold."""
@@ -65,7 +71,8 @@ class MorphologyDetector:
         t0 = time.perf_counter()
         o = self.options
         vectors = [np.asarray(v, dtype=np.float64) for v in o.stain_vectors] if o.stain_vectors else None
-        analysis = analyse(image.pixels, mpp, normalize=self._normalize, vectors=vectors, threshold=o.nucleus_threshold)
+        analysis = analyse(image.pixels, mpp, normalize=self._normalize, vectors=vectors, threshold=o.nucleus_threshold,
+                           nuclei_net=self.nuclei_net)
         t1 = time.perf_counter()
         cells = classify(analysis, self.model, o.mast_threshold)
         t2 = time.perf_counter()

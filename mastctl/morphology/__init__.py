@@ -28,6 +28,7 @@ class Analysis:
     stained: F.Stained
     nuclei: F.Nuclei
     X: np.ndarray  # features, one row per nucleus
+    every_region_is_a_cell: bool = False  # nuclei from a learned finder: never dropped as "no cell"
 
     @property
     def xy(self) -> np.ndarray:
@@ -35,19 +36,26 @@ class Analysis:
         return self.nuclei.xy * self.stained.factor
 
 
-def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False, vectors=None, threshold: float | None = None) -> Analysis:
+def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False, vectors=None, threshold: float | None = None,
+            nuclei_net=None) -> Analysis:
     """Nuclei and features; ``normalize`` first re-stains the image to the reference (Macenko).
 
     ``vectors`` and ``threshold`` fix the stain vectors and the nucleus threshold (a whole slide
     calibrates them once, so every tile is cut the same way); by default each image estimates its own.
+    ``nuclei_net`` (a :class:`~mastctl.morphology.nucleinet.NucleusNet`) finds the nuclei instead of
+    the built-in seeds.
     """
     if normalize:
         from mastctl.stains import normalize as restain
 
         pixels = restain(pixels)
     st = F.separate(pixels, mpp, vectors)
-    nuc = F.segment(st, threshold=threshold)
-    return Analysis(st, nuc, F.features(st, nuc))
+    proposals = None
+    if nuclei_net is not None:
+        proximity = nuclei_net.proximity(st)
+        proposals = (proximity, nuclei_net.peaks(proximity, st.mpp))
+    nuc = F.segment(st, threshold=threshold, proposals=proposals)
+    return Analysis(st, nuc, F.features(st, nuc), every_region_is_a_cell=nuclei_net is not None)
 
 
 def default_model() -> Model:
@@ -87,7 +95,7 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         mast = P[i, ie] + P[i, ii]
         best_other = max(others, key=lambda k: P[i, k])
         is_mast = mast >= threshold if threshold is not None else mast >= P[i, best_other]
-        if not is_mast and P[i, isp] > max(mast, P[i, best_other]):
+        if not is_mast and P[i, isp] > max(mast, P[i, best_other]) and not analysis.every_region_is_a_cell:
             continue  # not a cell
         x, y = float(xy[i, 0]), float(xy[i, 1])
         extra = {"nucleus_area_um2": float(feats[i, 0]), "p_explicit": float(P[i, ie]), "p_implicit": float(P[i, ii])}
@@ -149,26 +157,34 @@ def model_path_or_default(path: str | Path | None) -> Model:
     return Model.load(path) if path else default_model()
 
 
+def annotated_images(images, truth, *, mpp: float | None = None, max_pixels: int | None = None, on_image=None):
+    """(path, pixels, um/px, true cells) of each image the truth annotates (``truth``: key -> TruthImage)."""
+    from mastctl import imaging
+    from mastctl.errors import InputError
+    from mastctl.truth import image_key
+
+    for path in images:
+        t = truth.get(image_key(path))
+        if t is None:
+            continue
+        image = imaging.load(path, mpp=mpp, max_pixels=max_pixels)
+        scale = image.mpp or t.mpp
+        if scale is None:
+            raise InputError(f"{path}: no scale (um/px) in the file or the truth; pass --mpp")
+        if on_image:
+            on_image(path)
+        yield path, image.pixels, scale, list(t.cells)
+
+
 def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str = "gbm", radius_um: float = LABEL_RADIUS_UM,
                          max_pixels: int | None = None, normalize: bool = False, on_image=None) -> Model:
     """Fit a per-nucleus classifier to annotated images (``truth``: key -> TruthImage)."""
-    from mastctl import imaging
     from mastctl.errors import InputError
     from mastctl.morphology.model import fit
-    from mastctl.truth import image_key
 
     def samples():
-        for path in images:
-            t = truth.get(image_key(path))
-            if t is None:
-                continue
-            image = imaging.load(path, mpp=mpp, max_pixels=max_pixels)
-            scale = image.mpp or t.mpp
-            if scale is None:
-                raise InputError(f"{path}: no scale (um/px) in the file or the truth; pass --mpp")
-            if on_image:
-                on_image(path)
-            yield image.pixels, scale, list(t.cells)
+        for _, pixels, scale, cells in annotated_images(images, truth, mpp=mpp, max_pixels=max_pixels, on_image=on_image):
+            yield pixels, scale, cells
 
     X, y = training_set(samples(), radius_um=radius_um, normalize=normalize)
     cells = int((y != CLASSES.index("spurious")).sum())

@@ -1,0 +1,112 @@
+"""The learned nucleus finder: segmentation from proposals, training, the model file, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mastctl import synth
+from mastctl.errors import InputError
+from mastctl.metrics import match
+from mastctl.morphology import analyse
+from mastctl.morphology import features as F
+from tests.test_morphology import disc_image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+from mastctl.morphology import nucleinet as N  # noqa: E402
+
+
+def test_proposals_seed_the_watershed_and_rescue_pale_nuclei():
+    mpp = 0.5
+    dark = [(40.0, 40.0), (100.0, 40.0)]
+    pale = [(40.0, 110.0), (100.0, 110.0)]  # too faint for the hematoxylin threshold
+    image = np.minimum(disc_image(dark, 6.0, size=160), disc_image(pale, 6.0, size=160, h_conc=0.12))
+    st = F.separate(image, mpp)
+    assert len(match(F.segment(st).xy, pale, 3.0).pairs) == 0  # the built-in seeds miss them
+    centres = np.array(dark + pale)
+    proximity = N.target_map(st.h.shape, centres, N.RADIUS_UM / mpp)
+    nuc = F.segment(st, proposals=(proximity, centres))
+    assert nuc.count == 4 and len(match(nuc.xy, centres, 3.0).pairs) == 4
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    return [synth.render_tile([77, i], synth.SynthOptions(size=256, mpp=0.5)) for i in range(4)]
+
+
+def _examples(tiles):
+    out = []
+    for i, t in enumerate(tiles):
+        st = F.separate(t.he, 0.5)
+        out.append(N.example(f"t{i}", st, np.array([(c.x, c.y) for c in t.cells])))
+    return out
+
+
+def test_a_short_fit_finds_most_nuclei_of_an_unseen_tile(tiles):
+    net = N.fit(_examples(tiles[:3]), steps=120, width=8, seed=0)
+    unseen = _examples(tiles[3:])[0]
+    found = net.peaks(net.proximity(unseen.st), 0.5)
+    m = match(found, unseen.points, 3.0 / 0.5)
+    precision, recall = len(m.pairs) / max(1, len(found)), len(m.pairs) / len(unseen.points)
+    assert precision > 0.6 and recall > 0.6, (precision, recall, net.peak_threshold)
+    assert net.info["threshold_chosen_on"].startswith("training")  # 3 images: too few to hold one out
+
+
+def test_model_file_round_trip_without_pickle(tmp_path, tiles):
+    net = N.fit(_examples(tiles[:1]), steps=3, width=4)
+    path = net.save(tmp_path / "n.safetensors")
+    again = N.NucleusNet.load(path)
+    st = F.separate(tiles[1].he, 0.5)
+    assert np.allclose(again.proximity(st), net.proximity(st), atol=1e-6)
+    assert (again.peak_threshold, again.work_mpp, again.width) == (net.peak_threshold, 0.5, 4)
+    assert b"pickle" not in path.read_bytes()[:4096] and json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="not a readable nucleus model"):
+        N.NucleusNet.load(tmp_path / "junk.safetensors")
+    with pytest.raises(InputError, match="no such nucleus model"):
+        N.NucleusNet.load(tmp_path / "missing.safetensors")
+    coarse = F.separate(np.ascontiguousarray(tiles[1].he[::2, ::2]), 1.0)
+    with pytest.raises(InputError, match="fitted at 0.50 um/px"):
+        again.proximity(coarse)
+
+
+def test_finetune_nuclei_then_detect_with_it(cli, tmp_path, tiles):
+    for i, t in enumerate(tiles[:2]):
+        synth.write_tile(t, tmp_path / "train", f"t{i}")
+    out = tmp_path / "nuclei.safetensors"
+    r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "--steps", "5", "--width", "4", "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == str(out) and out.exists()
+    r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "--steps", "5", "-o", out)
+    assert r.exit_code == 2 and "--force" in r.stderr
+    r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "-o", tmp_path / "n.json")
+    assert r.exit_code == 2 and "safetensors" in r.stderr
+    r = cli("detect", tmp_path / "train" / "t0_he.png", "-O", f"nuclei={out}", "--all-cells", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    cells = json.loads(r.stdout)["cells"]
+    assert cells and all(c["label"] in ("mast_cell", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other") for c in cells)
+    r = cli("detect", tmp_path / "train" / "t0_he.png", "-O", f"nuclei={tmp_path / 'missing.safetensors'}")
+    assert r.exit_code != 0 and "no such nucleus model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_every_region_of_a_learned_finder_is_reported():
+    image = disc_image([(40.0, 40.0), (100.0, 40.0), (40.0, 110.0)], 6.0, size=160)
+    st = F.separate(image, 0.5)
+
+    class Perfect:
+        work_mpp, peak_threshold = 0.5, 0.3
+
+        def proximity(self, st):
+            return N.target_map(st.h.shape, np.array([(40.0, 40.0), (100.0, 40.0), (40.0, 110.0)]), N.RADIUS_UM / 0.5)
+
+        def peaks(self, prox, mpp):
+            return N.find_peaks(prox, mpp, 0.3)
+
+    from mastctl.morphology import classify, default_model
+
+    a = analyse(image, 0.5, nuclei_net=Perfect())
+    assert a.every_region_is_a_cell and a.nuclei.count == 3
+    assert len(classify(a, default_model())) == 3  # bare discs look like no cell to the classifier; kept anyway
