@@ -79,7 +79,7 @@ def nucleus_threshold(st: Stained) -> float:
     """The hematoxylin threshold segment() would choose for these stains."""
     from scipy import ndimage as ndi
 
-    return adaptive_threshold(ndi.gaussian_filter(st.h, 0.4 / st.mpp, truncate=3.0))
+    return adaptive_threshold(smooth(st.h, 0.4 / st.mpp))
 
 
 def separate_with(pixels: np.ndarray, mpp: float, vectors, estimated: bool = True) -> Stained:
@@ -121,7 +121,7 @@ def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = No
     from skimage.segmentation import watershed
 
     px = 1.0 / st.mpp  # pixels per um
-    hs = ndi.gaussian_filter(st.h, 0.4 * px, truncate=3.0)  # 3 sigma: 5 taps at 0.5 um/px
+    hs = smooth(st.h, 0.4 * px)
     if threshold is None:
         threshold = adaptive_threshold(hs)
     mask = _open_cross(hs > threshold)
@@ -175,6 +175,19 @@ def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = No
     # A learned finder's centre is its best guess of the nucleus's centre; otherwise the region's centroid.
     xy = centroids(labels, count) if proposals is None else seeds[keep[1:]]
     return Nuclei(labels, count, xy)
+
+
+def smooth(a: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian smoothing; for sigma 0.6-1 px the 3-tap binomial [1, 2, 1] / 4 (sigma 0.71 px, 5x cheaper)."""
+    if not 0.6 <= sigma_px <= 1.0 or min(a.shape) < 3:
+        from scipy import ndimage as ndi
+
+        return ndi.gaussian_filter(a, sigma_px, truncate=3.0)
+    rows = a.copy()
+    rows[1:-1] = (a[:-2] + 2 * a[1:-1] + a[2:]) * 0.25
+    out = rows.copy()
+    out[:, 1:-1] = (rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]) * 0.25
+    return out
 
 
 def _open_cross(mask: np.ndarray) -> np.ndarray:
