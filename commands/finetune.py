@@ -69,7 +69,7 @@ def nuclei(
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Images with every nucleus annotated, or folders (repeatable).", show_default=False)],
     truth: Annotated[Path, typer.Option("--truth", "-t", help="Nucleus centres: CSV points, QuPath GeoJSON, synth JSON, detections JSON, or a folder.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (*.safetensors).", show_default=False)],
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (8 patches of 64 um each); ~4 steps/s on 2 CPU cores.")] = 2000,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (8 patches of 64 um each); ~4 steps/s on 2 CPU cores.")] = 3000,
     width: Annotated[int, typer.Option("--width", min=4, max=64, help="Channels of the U-Net's first level.")] = 16,
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
     mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,

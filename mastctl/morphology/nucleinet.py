@@ -194,7 +194,7 @@ def example(name: str, st: Stained, points_px: np.ndarray) -> Example:
     return Example(name, stain_input(st), target_map(st.h.shape, pts, RADIUS_UM / st.mpp), pts, st)
 
 
-def fit(examples: list[Example], *, steps: int = 2000, width: int = 16, batch: int = 8, seed: int = 0,
+def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
         val_fraction: float = 0.2, on_step: Callable[[int, float], None] | None = None) -> NucleusNet:
     """Fit the U-Net on random patches of ``examples``; the peak threshold is chosen on held-out images."""
     torch = _torch()
