@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,13 @@ def test_every_region_of_a_learned_finder_is_reported():
     a = analyse(image, 0.5, nuclei_net=Perfect())
     assert a.every_region_is_a_cell and a.nuclei.count == 3
     assert len(classify(a, default_model())) == 3  # bare discs look like no cell to the classifier; kept anyway
+
+
+def test_without_torch_the_finder_says_what_to_install(cli, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    (tmp_path / "n.safetensors").write_bytes(b"x")
+    example = Path(__file__).resolve().parents[1] / "examples" / "synth_s9_0000_he.png"
+    r = cli("detect", example, "-O", f"nuclei={tmp_path / 'n.safetensors'}")
+    assert r.exit_code != 0 and "pip install 'mastctl[nuclei]'" in r.stderr and "Traceback" not in r.stderr
