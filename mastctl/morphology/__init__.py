@@ -182,11 +182,9 @@ def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str =
     from mastctl.errors import InputError
     from mastctl.morphology.model import fit
 
-    def samples():
-        for _, pixels, scale, cells in annotated_images(images, truth, mpp=mpp, max_pixels=max_pixels, on_image=on_image):
-            yield pixels, scale, cells
-
-    X, y = training_set(samples(), radius_um=radius_um, normalize=normalize)
+    samples = ((pixels, scale, cells) for _, pixels, scale, cells
+               in annotated_images(images, truth, mpp=mpp, max_pixels=max_pixels, on_image=on_image))
+    X, y = training_set(samples, radius_um=radius_um, normalize=normalize)
     cells = int((y != CLASSES.index("spurious")).sum())
     if cells < 20:
         raise InputError(f"too little to learn from: {cells} of {len(X)} detected nuclei matched an annotated cell "

@@ -77,8 +77,6 @@ def separate(pixels: np.ndarray, mpp: float, vectors=None) -> Stained:
 
 def nucleus_threshold(st: Stained) -> float:
     """The hematoxylin threshold segment() would choose for these stains."""
-    from scipy import ndimage as ndi
-
     return adaptive_threshold(smooth(st.h, 0.4 / st.mpp))
 
 

@@ -72,6 +72,8 @@ class Model:
         evaluated in ``depth`` vectorised steps (a shallower branch continues as always-left nodes)."""
         cached = self.__dict__.get("_packed_cache")
         if cached is None:
+            if any(len(stage) != len(self.classes) for stage in self.params["trees"]):
+                raise InputError("morphology model: every boosting stage needs one tree per class")
             trees = [(k, t) for stage in self.params["trees"] for k, t in enumerate(stage)]
             depth = max(_tree_depth(t) for _, t in trees)
             internal = 2**depth - 1
@@ -80,8 +82,6 @@ class Model:
             value = np.zeros((len(trees), 2**depth))
             for i, (_, t) in enumerate(trees):
                 _fill_complete(t, 0, 0, 0, depth, feature[i], threshold[i], value[i])
-            if any(len(stage) != len(self.classes) for stage in self.params["trees"]):
-                raise InputError("morphology model: every boosting stage needs one tree per class")
             cached = {"depth": depth, "feature": feature, "threshold": threshold, "value": value}
             self.__dict__["_packed_cache"] = cached
         return cached

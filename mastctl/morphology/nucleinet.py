@@ -119,7 +119,7 @@ class NucleusNet:
         return find_peaks(proximity, mpp, self.peak_threshold if threshold is None else threshold)
 
     def save(self, path: Path) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         from mastctl.writers import atomic_write
 
@@ -127,7 +127,8 @@ class NucleusNet:
                   "info": self.info}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         path = Path(path)
-        atomic_write(path, lambda fh: fh.write(_safetensors_bytes(save_file, tensors, {"mastctl": json.dumps(header)})))
+        data = save(tensors, metadata={"mastctl": json.dumps(header)})
+        atomic_write(path, lambda fh: fh.write(data))
         return path
 
     @classmethod
@@ -149,19 +150,6 @@ class NucleusNet:
         module = build(int(header["width"]))
         module.load_state_dict(tensors)
         return cls(module, int(header["width"]), float(header["work_mpp"]), float(header["peak_threshold"]), header.get("info", {}))
-
-
-def _safetensors_bytes(save_file, tensors, metadata) -> bytes:
-    import os
-    import tempfile
-
-    fd, name = tempfile.mkstemp(suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, name, metadata=metadata)
-        return Path(name).read_bytes()
-    finally:
-        os.unlink(name)
 
 
 def find_peaks(proximity: np.ndarray, mpp: float, threshold: float) -> np.ndarray:
