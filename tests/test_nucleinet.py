@@ -121,3 +121,51 @@ def test_without_torch_the_finder_says_what_to_install(cli, monkeypatch, tmp_pat
     example = Path(__file__).resolve().parents[1] / "examples" / "synth_s9_0000_he.png"
     r = cli("detect", example, "-O", f"nuclei={tmp_path / 'n.safetensors'}")
     assert r.exit_code != 0 and "pip install 'mastctl[nuclei]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_deeper_net_round_trips_and_handles_any_image_size(tmp_path, tiles):
+    net = N.fit(_examples(tiles[:1]), steps=2, width=4, depth=4)
+    assert net.depth == 4 and len(net.module.down) == 4
+    path = net.save(tmp_path / "deep.safetensors")
+    again = N.NucleusNet.load(path)
+    assert again.depth == 4
+    st = F.separate(np.ascontiguousarray(tiles[1].he[:203, :181]), 0.5)  # not a multiple of 8
+    prox = again.proximity(st)
+    assert prox.shape == st.h.shape and np.allclose(prox, net.proximity(st), atol=1e-6)
+
+
+def test_models_saved_before_the_depth_option_still_load(tmp_path, tiles):
+    from safetensors.torch import save_file
+
+    net = N.fit(_examples(tiles[:1]), steps=2, width=4)
+    rename = {"down.0.": "e1.", "down.1.": "e2.", "down.2.": "e3.", "up.0.": "d1.", "up.1.": "d2."}
+    old = {}
+    for k, v in net.module.state_dict().items():
+        for new, legacy in rename.items():
+            if k.startswith(new):
+                k = legacy + k[len(new):]
+        old[k] = v.contiguous()
+    assert any(k.startswith("e1.") for k in old)
+    header = {"schema": N.SCHEMA, "width": 4, "work_mpp": 0.5, "peak_threshold": 0.25, "info": {}}  # no "depth"
+    save_file(old, str(tmp_path / "old.safetensors"), metadata={"mastctl": json.dumps(header)})
+    again = N.NucleusNet.load(tmp_path / "old.safetensors")
+    st = F.separate(tiles[1].he, 0.5)
+    assert again.depth == 3 and np.allclose(again.proximity(st), net.proximity(st), atol=1e-6)
+
+
+def test_training_patches_are_scaled_with_their_targets():
+    """A crop resampled by 1/s keeps each target peak on its nucleus: the stain and target maxima stay together."""
+    size, mpp = 300, 0.5
+    centres = np.array([(75.0, 75.0), (150.0, 200.0), (225.0, 110.0)])
+    st = F.separate(disc_image([tuple(c) for c in centres], 6.0, size=size), mpp)
+    ex = N.example("discs", st, centres)
+    rng = np.random.default_rng(3)
+    sides = []
+    for _ in range(20):
+        x, y = N._patch(ex, rng)
+        assert x.shape == (3, N.PATCH, N.PATCH) and y.shape == (N.PATCH, N.PATCH) and x.dtype == np.float32
+        if y.max() > 0.9:  # a whole nucleus inside: the hematoxylin there is high too
+            r, c = np.unravel_index(np.argmax(y), y.shape)
+            assert x[0, r, c] > 0.5 * x[0].max()
+            sides.append(float((y > 0.5).sum()))
+    assert sides and max(sides) / min(sides) > 1.2  # the target's footprint changes with the scale
