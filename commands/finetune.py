@@ -71,7 +71,6 @@ def nuclei(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (*.safetensors).", show_default=False)],
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (8 patches of 64 um each); ~4 steps/s on 2 CPU cores.")] = 3000,
     width: Annotated[int, typer.Option("--width", min=4, max=64, help="Channels of the U-Net's first level.")] = 16,
-    depth: Annotated[int, typer.Option("--depth", min=2, max=5, help="U-Net levels; each doubles the context a pixel sees.")] = 4,
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
     mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -102,7 +101,7 @@ def nuclei(
         raise UsageError("too little to learn from: need images whose names match the truth, with at least 20 nuclei in all")
     with out.progress(steps) as bar:
         task = bar.add_task("training", total=steps)
-        net = nucleinet.fit(examples, steps=steps, width=width, depth=depth, seed=seed, on_step=lambda i, loss: bar.advance(task))
+        net = nucleinet.fit(examples, steps=steps, width=width, seed=seed, on_step=lambda i, loss: bar.advance(task))
     net.info["trained_on"] = f"{len(examples)} images, truth {truth}"
     net.save(output)
     if out.json_mode:
