@@ -71,6 +71,9 @@ def nuclei(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (*.safetensors).", show_default=False)],
     steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (8 patches of 64 um each); ~4 steps/s on 2 CPU cores.")] = 3000,
     width: Annotated[int, typer.Option("--width", min=4, max=64, help="Channels of the U-Net's first level.")] = 16,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Patches per training step.")] = 8,
+    folds: Annotated[int, typer.Option("--folds", min=0, help="Choose the peak threshold on K-fold out-of-fold maps of every image (K+1 fits) instead of a held-out fifth; 0: hold out.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
     mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -99,9 +102,14 @@ def nuclei(
     examples = nucleinet.examples_from_annotations(paths, truth_sets, mpp=mpp)
     if not examples or sum(len(e.points) for e in examples) < 20:
         raise UsageError("too little to learn from: need images whose names match the truth, with at least 20 nuclei in all")
-    with out.progress(steps) as bar:
-        task = bar.add_task("training", total=steps)
-        net = nucleinet.fit(examples, steps=steps, width=width, seed=seed, on_step=lambda i, loss: bar.advance(task))
+    if folds == 1 or folds > len(examples):
+        raise UsageError(f"--folds {folds}: use 0 (hold out a fifth) or 2 to {len(examples)} (the number of images)")
+    dev = nucleinet.device_for(device)
+    total = steps * (folds + 1 if folds else 1)
+    with out.progress(total) as bar:
+        task = bar.add_task(f"training ({dev})", total=total)
+        net = nucleinet.fit(examples, steps=steps, width=width, batch=batch, folds=folds, seed=seed, device=dev,
+                            on_step=lambda i, loss: bar.advance(task))
     net.info["trained_on"] = f"{len(examples)} images, truth {truth}"
     net.save(output)
     if out.json_mode:

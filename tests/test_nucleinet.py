@@ -121,3 +121,56 @@ def test_without_torch_the_finder_says_what_to_install(cli, monkeypatch, tmp_pat
     example = Path(__file__).resolve().parents[1] / "examples" / "synth_s9_0000_he.png"
     r = cli("detect", example, "-O", f"nuclei={tmp_path / 'n.safetensors'}")
     assert r.exit_code != 0 and "pip install 'mastctl[nuclei]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_k_fold_threshold_uses_out_of_fold_maps_of_every_image(tiles, monkeypatch):
+    seen = []  # (images trained on, seed) of every fit
+    real_train = N.train
+
+    def spy(examples, **kw):
+        seen.append(({e.name for e in examples}, kw["seed"]))
+        return real_train(examples, **kw)
+
+    monkeypatch.setattr(N, "train", spy)
+    steps = []
+    net = N.fit(_examples(tiles[:4]), steps=40, width=4, folds=2, on_step=lambda i, loss: steps.append(i))
+    names = {f"t{i}" for i in range(4)}
+    assert len(seen) == 3 and seen[-1] == (names, 0)  # two fold fits, then one on every image
+    assert seen[0][0] | seen[1][0] == names and not seen[0][0] & seen[1][0]  # each image held out by exactly one fit
+    assert steps == list(range(1, 121))  # one step count over all three fits
+    assert net.info["folds"] == 2 and net.info["threshold_chosen_on"].startswith("2-fold out-of-fold maps of all 4")
+    assert net.peak_threshold in N.THRESHOLDS
+    with pytest.raises(InputError, match="needs at least 5 images"):
+        N.fit(_examples(tiles[:4]), steps=1, width=4, folds=5)
+
+
+def test_best_threshold_counts_hits_misses_and_false_peaks():
+    counts = np.zeros((len(N.THRESHOLDS), 3), int)
+    counts[:] = (5, 5, 5)
+    counts[3] = (9, 1, 1)  # F1 0.9 at the fourth threshold
+    counts[7] = (9, 1, 1)  # the same later: the lower threshold wins
+    assert N.best_threshold(counts) == (float(N.THRESHOLDS[3]), pytest.approx(0.9))
+
+
+def test_device_choice():
+    assert N.device_for("cpu") == "cpu"
+    assert N.device_for("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="use auto, cpu or cuda"):
+        N.device_for("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no GPU"):
+            N.device_for("cuda")
+
+
+def test_finetune_nuclei_folds_and_device_options(cli, tmp_path, tiles):
+    for i, t in enumerate(tiles[:2]):
+        synth.write_tile(t, tmp_path / "train", f"t{i}")
+    base = ("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "--steps", "3", "--width", "4")
+    r = cli(*base, "--folds", "2", "--batch", "2", "--device", "cpu", "-o", tmp_path / "k.safetensors", "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["folds"] == 2 and info["batch"] == 2 and info["threshold_chosen_on"].startswith("2-fold")
+    r = cli(*base, "--folds", "3", "-o", tmp_path / "x.safetensors")  # only two images
+    assert r.exit_code == 2 and "--folds 3" in r.stderr
+    r = cli(*base, "--device", "tpu", "-o", tmp_path / "y.safetensors")
+    assert r.exit_code != 0 and "use auto, cpu or cuda" in r.stderr and "Traceback" not in r.stderr

@@ -17,7 +17,7 @@ the classifier names.
 from __future__ import annotations
 
 import json
-import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ SCHEMA = "mastctl/nucleus-net@1"
 PATCH = 128  # training patch side, working pixels
 RADIUS_UM = 1.8  # proximity-map radius r
 MIN_PEAK_UM = 2.5  # two nuclei closer than this are one
+VAL_RADIUS_UM = 3.0  # a found peak this close to an annotated centre is a hit (threshold choice)
+THRESHOLDS = np.round(np.arange(0.05, 0.71, 0.05), 2)  # peak thresholds tried
 
 
 def _torch():
@@ -106,11 +108,12 @@ class NucleusNet:
         h, w = x.shape[1:]
         x = np.pad(x, ((0, 0), (0, (-h) % 4), (0, (-w) % 4)), mode="reflect")
         self.module.eval()
+        dev = next(self.module.parameters()).device
         total = np.zeros(x.shape[1:], np.float32)
         with torch.inference_mode():  # the mean over the four flips (a nucleus has no up or left)
             for axes in ((), (1,), (2,), (1, 2)):
                 flipped = np.ascontiguousarray(np.flip(x, axes) if axes else x)
-                out = torch.sigmoid(self.module(torch.from_numpy(flipped)[None]))[0, 0].numpy()
+                out = torch.sigmoid(self.module(torch.from_numpy(flipped)[None].to(dev)))[0, 0].cpu().numpy()
                 total += np.flip(out, tuple(a - 1 for a in axes)) if axes else out
         return total[:h, :w] / 4
 
@@ -182,25 +185,32 @@ def example(name: str, st: Stained, points_px: np.ndarray) -> Example:
     return Example(name, stain_input(st), target_map(st.h.shape, pts, RADIUS_UM / st.mpp), pts, st)
 
 
-def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
-        val_fraction: float = 0.2, on_step: Callable[[int, float], None] | None = None) -> NucleusNet:
-    """Fit the U-Net on random patches of ``examples``; the peak threshold is chosen on held-out images."""
+def device_for(device: str | None = None) -> str:
+    """``cuda`` when asked for or (``auto``/None) when a GPU is there, else ``cpu``."""
     torch = _torch()
-    if not examples:
-        raise InputError("no annotated image to learn nuclei from")
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise InputError(f"--device {device}: use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: torch sees no GPU here (use cpu or auto)")
+    return device
+
+
+def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
+          device: str | None = None, on_step: Callable[[int, float], None] | None = None):
+    """A U-Net fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule)."""
+    torch = _torch()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    order = rng.permutation(len(examples))
-    n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 4 else 0
-    val, train = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
-    work_mpp = float(np.median([e.st.mpp for e in examples]))
-    module = build(width)
+    dev = device_for(device)
+    module = build(width).to(dev)
     opt = torch.optim.Adam(module.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=2e-4)
     module.train()
     for step in range(steps):
-        xb, yb = zip(*(_patch(train[rng.integers(len(train))], rng) for _ in range(batch)), strict=True)
-        x, y = torch.from_numpy(np.stack(xb)), torch.from_numpy(np.stack(yb)[:, None])
+        xb, yb = zip(*(_patch(examples[rng.integers(len(examples))], rng) for _ in range(batch)), strict=True)
+        x, y = torch.from_numpy(np.stack(xb)).to(dev), torch.from_numpy(np.stack(yb)[:, None]).to(dev)
         # cross-entropy against the soft target: steeper than squared error where the map should peak
         loss = torch.nn.functional.binary_cross_entropy_with_logits(module(x), y)
         opt.zero_grad()
@@ -209,13 +219,54 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         sched.step()
         if on_step:
             on_step(step + 1, float(loss.detach()))
-    net = NucleusNet(module, width, work_mpp, 0.3)
-    chosen = val or train
-    net.peak_threshold, f1 = choose_threshold(net, chosen)
-    net.info = {"steps": steps, "train_images": len(train), "val_images": len(val),
-                "threshold_chosen_on": "held-out images" if val else "training images (too few to hold out)",
-                "val_f1": round(f1, 4), "val_radius_um": 3.0}
-    return net
+    return module.eval()
+
+
+def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
+        val_fraction: float = 0.2, folds: int = 0, device: str | None = None,
+        on_step: Callable[[int, float], None] | None = None) -> NucleusNet:
+    """Fit the U-Net to ``examples`` and choose its peak threshold on images it did not see.
+
+    ``folds`` < 2: a ``val_fraction`` of the images is held out and the threshold chosen on them.
+    ``folds`` = K >= 2: K fits on (K-1)/K of the images each map the rest, the threshold is chosen on
+    those out-of-fold maps of every image, and the model kept is one more fit on all of them
+    (K + 1 fits; ``on_step`` counts the steps of all).
+    """
+    if not examples:
+        raise InputError("no annotated image to learn nuclei from")
+    if folds >= 2 and len(examples) < folds:
+        raise InputError(f"{folds}-fold threshold choice needs at least {folds} images (got {len(examples)})")
+    work_mpp = float(np.median([e.st.mpp for e in examples]))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(examples))
+    done = 0
+
+    def counted(step: int, loss: float) -> None:
+        if on_step:
+            on_step(done + step, loss)
+
+    recipe = {"steps": steps, "width": width, "batch": batch}
+    if folds >= 2:
+        counts = np.zeros((len(THRESHOLDS), 3), np.int64)
+        for j, held in enumerate(np.array_split(order, folds)):
+            keep = set(held.tolist())
+            module = train([e for i, e in enumerate(examples) if i not in keep], seed=seed + 1 + j, device=device,
+                           on_step=counted, **recipe)
+            counts += match_counts(NucleusNet(module, width, work_mpp, 0.3), [examples[i] for i in held])
+            done += steps
+        module = train(examples, seed=seed, device=device, on_step=counted, **recipe)
+        threshold, f1 = best_threshold(counts)
+        info = {"train_images": len(examples), "val_images": len(examples),
+                "threshold_chosen_on": f"{folds}-fold out-of-fold maps of all {len(examples)} images"}
+    else:
+        n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 4 else 0
+        val, rest = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
+        module = train(rest, seed=seed, device=device, on_step=counted, **recipe)
+        threshold, f1 = best_threshold(match_counts(NucleusNet(module, width, work_mpp, 0.3), val or rest))
+        info = {"train_images": len(rest), "val_images": len(val),
+                "threshold_chosen_on": "held-out images" if val else "training images (too few to hold out)"}
+    info.update({"steps": steps, "batch": batch, "folds": folds, "val_f1": round(f1, 4), "val_radius_um": VAL_RADIUS_UM})
+    return NucleusNet(module, width, work_mpp, threshold, info)
 
 
 def _patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -237,22 +288,31 @@ def _patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return np.ascontiguousarray(xp * gain, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
 
 
-def choose_threshold(net: NucleusNet, examples: Iterable[Example], radius_um: float = 3.0) -> tuple[float, float]:
-    """The peak threshold with the best F1 on ``examples`` (hits within ``radius_um``)."""
+def match_counts(net: NucleusNet, examples: Iterable[Example], radius_um: float = VAL_RADIUS_UM) -> np.ndarray:
+    """(len(THRESHOLDS), 3): true positives, false positives, misses over ``examples`` at each peak threshold."""
     from mastctl.metrics import match
 
-    maps = [(net.proximity(e.st), e) for e in examples]
-    best = (0.3, -1.0)
-    for t in np.arange(0.05, 0.71, 0.05):
-        tp = fp = fn = 0
-        for prox, e in maps:
+    counts = np.zeros((len(THRESHOLDS), 3), np.int64)
+    for e in examples:
+        prox = net.proximity(e.st)
+        for i, t in enumerate(THRESHOLDS):
             found = find_peaks(prox, e.st.mpp, float(t))
-            m = match(found, e.points, radius_um / e.st.mpp)
-            tp, fp, fn = tp + len(m.pairs), fp + len(found) - len(m.pairs), fn + len(e.points) - len(m.pairs)
-        f1 = 2 * tp / max(1, 2 * tp + fp + fn)
-        if f1 > best[1] + 1e-9:
-            best = (round(float(t), 2), f1)
-    return best[0], best[1] if best[1] >= 0 else math.nan
+            hits = len(match(found, e.points, radius_um / e.st.mpp).pairs)
+            counts[i] += (hits, len(found) - hits, len(e.points) - hits)
+    return counts
+
+
+def best_threshold(counts: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) of the best row of :func:`match_counts` (the lowest threshold on a tie)."""
+    tp, fp, fn = counts.T
+    f1 = 2 * tp / np.maximum(1, 2 * tp + fp + fn)
+    i = int(np.argmax(f1))
+    return float(THRESHOLDS[i]), float(f1[i])
+
+
+def choose_threshold(net: NucleusNet, examples: Iterable[Example], radius_um: float = VAL_RADIUS_UM) -> tuple[float, float]:
+    """The peak threshold with the best F1 on ``examples`` (hits within ``radius_um``)."""
+    return best_threshold(match_counts(net, examples, radius_um))
 
 
 def examples_from_annotations(images, truth, *, mpp: float | None = None, max_pixels: int | None = None) -> list[Example]:
