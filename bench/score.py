@@ -10,7 +10,9 @@
    standard, at 0.55 um/px, with the detector's --all-cells output. With
    --crc-nuclei-steps N (morphology only), also two-fold cross-validated with
    a learned nucleus finder: `finetune nuclei` (N steps) on the odd-numbered
-   images scores the even-numbered ones and vice versa, summed.
+   images scores the even-numbered ones and vice versa, summed. With
+   --crc-nuclei-models A,B the two finders come from files instead
+   (bench/nuclei_cv.py chooses the recipe by nested cross-validation).
 3. Speed: end-to-end detect time (decode + detection) over the time to
    merely decode the same PNGs, in the same run, one process; each tile is
    timed --repeat times and its fastest run kept (a busy machine adds noise,
@@ -98,19 +100,23 @@ def speed(images: list[Path], detector, repeat: int) -> tuple[float, float, floa
     return sum(decode.values()), sum(whole.values()), sum(pixels.values()) / 1e6
 
 
-def crc_two_fold(truth, steps: int, workdir: Path) -> dict:
-    """Nucleus F1 on each CRC half with a nucleus finder fitted on the other half."""
+def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = None, folds: int = 0) -> dict:
+    """Nucleus F1 on each CRC half with a nucleus finder fitted on the other half (or ``models``, one per fold)."""
     from mastctl.morphology import nucleinet
     from mastctl.truth import image_key
 
     images = sorted((CRC / "images").glob("*.png"), key=lambda p: int("".join(ch for ch in p.stem if ch.isdigit()) or 0))
-    folds = [images[1::2], images[0::2]]
+    halves = [images[1::2], images[0::2]]  # fold k is scored on halves[k], fitted on the other
     tp = fp = fn = 0
-    for k, held_out in enumerate(folds):
-        train = folds[1 - k]
+    for k, held_out in enumerate(halves):
+        train = halves[1 - k]
         t0 = time.perf_counter()
-        net = nucleinet.fit(nucleinet.examples_from_annotations(train, truth, mpp=0.55), steps=steps)
-        path = net.save(workdir / f"crc-nuclei-fold{k}.safetensors")
+        if models:
+            net = nucleinet.NucleusNet.load(models[k])
+            path, steps = models[k], net.info.get("steps", "?")
+        else:
+            net = nucleinet.fit(nucleinet.examples_from_annotations(train, truth, mpp=0.55), steps=steps, folds=folds)
+            path = net.save(workdir / f"crc-nuclei-fold{k}.safetensors")
         fit_s = time.perf_counter() - t0
         profile = Profile.model_validate({"backend_options": {"morphology": {"nuclei": str(path)}}})
         result = compare.compare(held_out, {image_key(p): truth[image_key(p)] for p in held_out}, ["morphology"], profile,
@@ -134,6 +140,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench")
     parser.add_argument("--repeat", type=int, default=3, help="speed: runs per tile, the fastest kept")
     parser.add_argument("--crc-nuclei-steps", type=int, default=0, help="also fit nucleus finders on CRC halves (2-fold)")
+    parser.add_argument("--crc-nuclei-folds", type=int, default=0,
+                        help="with --crc-nuclei-steps: choose each finder's threshold by K-fold out-of-fold maps (K+1 fits)")
+    parser.add_argument("--crc-nuclei-models", default="",
+                        help="two nucleus models (comma-separated) fitted on the even and the odd CRC halves "
+                             "(bench/nuclei_cv.py's selected-fold0/1): score them instead of fitting")
     parser.add_argument("--skip-crc", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print one JSON summary line")
     args = parser.parse_args()
@@ -165,8 +176,12 @@ def main() -> int:
             truth = load_truth(CRC / "points.csv", classes=["detection"])
             result = compare.compare([CRC / "images"], truth, [args.backend], profile, radius_px=6.0, mode="cells", mpp=0.55)
             summary["crc_nuclei"] = line("CRC nuclei (6 px)", result.runs[0], kinds=False)
-            if args.crc_nuclei_steps:
-                summary["crc_nuclei_2fold"] = crc_two_fold(truth, args.crc_nuclei_steps, args.workdir)
+            models = [Path(m) for m in args.crc_nuclei_models.split(",") if m]
+            if models and len(models) != 2:
+                parser.error("--crc-nuclei-models takes two files: the finders for fold 0 and fold 1")
+            if args.crc_nuclei_steps or models:
+                summary["crc_nuclei_2fold"] = crc_two_fold(truth, args.crc_nuclei_steps, args.workdir, models,
+                                                           args.crc_nuclei_folds)
     if args.json:
         print(json.dumps(summary))
     return 0
