@@ -123,8 +123,9 @@ def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = N
                                  radius_px=6.0, mode="cells", mpp=0.55)
         d = result.runs[0].evaluation.detection
         tp, fp, fn = tp + d.tp, fp + d.fp, fn + d.fn
+        how = f"loaded from {path}" if models else f"{len(train)} training images, {steps} steps, {fit_s:.0f} s"
         print(f"{'CRC fold ' + str(k) + ' (learned nuclei)':<34} P {d.precision:.3f}  R {d.recall:.3f}  F1 {d.f1:.3f}  "
-              f"({len(train)} training images, {steps} steps, {fit_s:.0f} s; peak threshold {net.peak_threshold})")
+              f"({how}; peak threshold {net.peak_threshold}, chosen on {net.info.get('threshold_chosen_on', '?')})")
     p, r = tp / max(1, tp + fp), tp / max(1, tp + fn)
     f1 = 2 * p * r / max(1e-9, p + r)
     print(f"{'CRC nuclei, 2-fold learned (6 px)':<34} P {p:.3f}  R {r:.3f}  F1 {f1:.3f}  (each image scored by a finder that never saw it)")

@@ -69,7 +69,7 @@ def nuclei(
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Images with every nucleus annotated, or folders (repeatable).", show_default=False)],
     truth: Annotated[Path, typer.Option("--truth", "-t", help="Nucleus centres: CSV points, QuPath GeoJSON, synth JSON, detections JSON, or a folder.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (*.safetensors).", show_default=False)],
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (8 patches of 64 um each); ~4 steps/s on 2 CPU cores.")] = 3000,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (--batch patches of 128 px each); ~4 steps/s on 2 CPU cores at the defaults.")] = 3000,
     width: Annotated[int, typer.Option("--width", min=4, max=64, help="Channels of the U-Net's first level.")] = 16,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Patches per training step.")] = 8,
     folds: Annotated[int, typer.Option("--folds", min=0, help="Choose the peak threshold on K-fold out-of-fold maps of every image (K+1 fits) instead of a held-out fifth; 0: hold out.")] = 0,
@@ -83,7 +83,8 @@ def nuclei(
 
     For tissue whose nuclei the built-in seeds miss (large, pale, crowded tumour nuclei).
     Saved as safetensors (no pickle); a fifth of the images (from 4 on) is held out to choose
-    the peak threshold. Use it with: mastctl detect IMG -O nuclei=nuclei.safetensors
+    the peak threshold, or, with --folds K, K fits each map the images they did not see and one
+    more fit on all is kept. Use it with: mastctl detect IMG -O nuclei=nuclei.safetensors
 
     Examples:  mastctl finetune nuclei -i crc/images -t crc/points.csv --truth-class detection --mpp 0.55 -o nuclei.safetensors
     """
