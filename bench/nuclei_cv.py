@@ -90,11 +90,6 @@ def _job(recipe: Recipe, train_idx: list[int], eval_idx: list[int], seed: int, d
     return {"counts": counts, "fit_s": fit_s, "state": state}
 
 
-def _f1(counts: np.ndarray) -> np.ndarray:
-    tp, fp, fn = np.asarray(counts).T
-    return 2 * tp / np.maximum(1, 2 * tp + fp + fn)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=CRC)
@@ -111,9 +106,13 @@ def main() -> int:
     from mastctl.truth import load_truth
 
     t_start = time.perf_counter()
-    chosen = {r.name: r for r in RECIPES}
+    declared = {r.name: r for r in RECIPES}
+    unknown = [n for n in args.recipes.split(",") if n not in declared]
+    if unknown:
+        parser.error(f"no recipe {', '.join(unknown)}; declared: {', '.join(declared)}")
     recipes = [Recipe(r.name, r.width, r.batch, max(1, int(r.steps * args.steps_scale)))
-               for r in (chosen[n] for n in args.recipes.split(","))]
+               for r in (declared[n] for n in args.recipes.split(","))]
+    cost = {r.name: r.cost for r in recipes}
     args.out.mkdir(parents=True, exist_ok=True)
     truth = load_truth(args.data / "points.csv", classes=["detection"])
     images = sorted((args.data / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
@@ -132,11 +131,13 @@ def main() -> int:
             test, train = halves[k], halves[1 - k]
             order = np.random.default_rng(0).permutation(len(train))
             for j, held in enumerate(np.array_split(order, args.inner_folds)):
-                jobs.append((recipe, k, j, [train[i] for i in order if i not in set(held)], [train[i] for i in held]))
+                rest = sorted(set(order) - set(held))
+                jobs.append((recipe, k, j, [train[i] for i in rest], [train[i] for i in held]))
             jobs.append((recipe, k, None, train, test))
 
     results: dict = {}
     states: dict = {}
+    counts_so_far: dict[str, list] = {}  # what a cut-off run still leaves, in counts.json
     skipped = 0
     spawn = multiprocessing.get_context("spawn")  # never fork a process that has torch (or CUDA) loaded
     with ProcessPoolExecutor(args.workers, mp_context=spawn, initializer=_init, initargs=(str(pickled), 2)) as pool:
@@ -165,10 +166,8 @@ def main() -> int:
                     states[key] = out["state"]
                 else:
                     slot["inner"][j] = out["counts"]
-                done = {f"{name} {fold} {part}": c.tolist() for (name, fold), sl in results.items()
-                        for part, c in [*((f"inner{i}", v) for i, v in sl["inner"].items()),
-                                        *([("final", sl["final"])] if sl["final"] is not None else [])]}
-                (args.out / "counts.json").write_text(json.dumps(done))  # what a cut-off run still leaves
+                counts_so_far[f"{recipe.name} {k} {'final' if j is None else f'inner{j}'}"] = out["counts"].tolist()
+                (args.out / "counts.json").write_text(json.dumps(counts_so_far))
                 print(f"[{time.perf_counter() - t_start:5.0f} s] {recipe.name} outer {k} "
                       f"{'final' if j is None else 'inner ' + str(j)}: fit {out['fit_s']:.0f} s", flush=True)
     pickled.unlink()
@@ -184,26 +183,26 @@ def main() -> int:
                 continue
             inner = sum(slot["inner"].values())
             threshold, inner_f1 = N.best_threshold(inner)
-            entry = {"inner_f1": inner_f1, "threshold": threshold, "inner_f1_curve": _f1(inner).round(4).tolist(),
+            entry = {"inner_f1": inner_f1, "threshold": threshold, "inner_f1_curve": N.f1_by_threshold(inner).round(4).tolist(),
                      "mean_fit_s": float(np.mean(slot["fit_s"]))}
             if slot["final"] is not None:
                 i = N.THRESHOLDS.tolist().index(threshold)
-                entry["test_peak_f1_info_only"] = float(_f1(slot["final"])[i])
-                net = N.NucleusNet(N.build(recipe.width), recipe.width, 0.55, threshold,
+                entry["test_peak_f1_info_only"] = float(N.f1_by_threshold(slot["final"])[i])
+                work_mpp = float(np.median([examples[i].st.mpp for i in halves[1 - k]]))
+                net = N.NucleusNet(N.build(recipe.width), recipe.width, work_mpp, threshold,
                                    {"recipe": recipe.name, "steps": recipe.steps, "batch": recipe.batch,
                                     "folds": args.inner_folds, "val_f1": round(inner_f1, 4),
                                     "val_radius_um": N.VAL_RADIUS_UM, "train_images": len(halves[1 - k]),
                                     "threshold_chosen_on": f"{args.inner_folds}-fold out-of-fold maps (bench/nuclei_cv.py)"})
                 net.module.load_state_dict(states[(recipe.name, k)])
-                net.work_mpp = float(np.median([examples[i].st.mpp for i in halves[1 - k]]))
                 models.append(net.save(args.out / f"{recipe.name}-fold{k}.safetensors"))
             fold[recipe.name] = entry
-        ranked = sorted(fold, key=lambda n: (-round(fold[n]["inner_f1"], 3), next(r.cost for r in recipes if r.name == n)))
-        best = max(fold[n]["inner_f1"] for n in fold) if fold else 0
-        pick = min((n for n in fold if fold[n]["inner_f1"] >= best - 0.002),
-                   key=lambda n: next(r.cost for r in recipes if r.name == n), default=None)
+        ranked = sorted(fold, key=lambda n: -fold[n]["inner_f1"])
+        best = fold[ranked[0]]["inner_f1"] if fold else 0
+        pick = min((n for n in fold if fold[n]["inner_f1"] >= best - 0.002), key=lambda n: cost[n], default=None)
         summary["folds"][k] = {"recipes": fold, "ranked_by_inner_f1": ranked, "selected": pick}
-        for name, entry in sorted(fold.items(), key=lambda kv: -kv[1]["inner_f1"]):
+        for name in ranked:
+            entry = fold[name]
             print(f"outer fold {k}  {name:<12} inner F1 {entry['inner_f1']:.4f} at {entry['threshold']:.2f}  "
                   f"(test peaks, info only: {entry.get('test_peak_f1_info_only', float('nan')):.4f})"
                   f"{'  <- selected' if name == pick else ''}")

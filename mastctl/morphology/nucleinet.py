@@ -302,10 +302,15 @@ def match_counts(net: NucleusNet, examples: Iterable[Example], radius_um: float 
     return counts
 
 
+def f1_by_threshold(counts: np.ndarray) -> np.ndarray:
+    """F1 at each row of :func:`match_counts`."""
+    tp, fp, fn = np.asarray(counts).T
+    return 2 * tp / np.maximum(1, 2 * tp + fp + fn)
+
+
 def best_threshold(counts: np.ndarray) -> tuple[float, float]:
     """(threshold, F1) of the best row of :func:`match_counts` (the lowest threshold on a tie)."""
-    tp, fp, fn = counts.T
-    f1 = 2 * tp / np.maximum(1, 2 * tp + fp + fn)
+    f1 = f1_by_threshold(counts)
     i = int(np.argmax(f1))
     return float(THRESHOLDS[i]), float(f1[i])
 
