@@ -315,11 +315,6 @@ def best_threshold(counts: np.ndarray) -> tuple[float, float]:
     return float(THRESHOLDS[i]), float(f1[i])
 
 
-def choose_threshold(net: NucleusNet, examples: Iterable[Example], radius_um: float = VAL_RADIUS_UM) -> tuple[float, float]:
-    """The peak threshold with the best F1 on ``examples`` (hits within ``radius_um``)."""
-    return best_threshold(match_counts(net, examples, radius_um))
-
-
 def examples_from_annotations(images, truth, *, mpp: float | None = None, max_pixels: int | None = None) -> list[Example]:
     """Examples from annotated images (``truth``: key -> TruthImage); every truth point is a nucleus centre."""
     from mastctl.morphology import annotated_images
