@@ -69,6 +69,12 @@ RECIPES = [Recipe("w16-b8-3k", 16, 8, 3000), Recipe("w16-b16-6k", 16, 16, 6000),
 _EXAMPLES: list = []
 
 
+def crc_halves(folder: Path = CRC) -> tuple[list[Path], list[list[Path]]]:
+    """The CRC images in number order, and the two halves: fold k is scored on halves[k] and fitted on the other."""
+    images = sorted((folder / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
+    return images, [images[1::2], images[0::2]]
+
+
 def _init(examples_path: str, threads: int) -> None:
     import torch
 
@@ -115,10 +121,10 @@ def main() -> int:
     cost = {r.name: r.cost for r in recipes}
     args.out.mkdir(parents=True, exist_ok=True)
     truth = load_truth(args.data / "points.csv", classes=["detection"])
-    images = sorted((args.data / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
+    images, image_halves = crc_halves(args.data)
     examples = N.examples_from_annotations(images, truth, mpp=0.55)
     index = {e.name: i for i, e in enumerate(examples)}
-    halves = [[index[p.name] for p in images[1::2]], [index[p.name] for p in images[0::2]]]  # bench/score.py's folds
+    halves = [[index[p.name] for p in half] for half in image_halves]
     pickled = Path(tempfile.mkdtemp()) / "examples.pkl"  # for the workers; never left in --out
     pickled.write_bytes(pickle.dumps(examples))
     device = N.device_for(args.device)
@@ -129,9 +135,7 @@ def main() -> int:
     for recipe in recipes:
         for k in (0, 1):
             test, train = halves[k], halves[1 - k]
-            order = np.random.default_rng(0).permutation(len(train))
-            for j, held in enumerate(np.array_split(order, args.inner_folds)):
-                rest = sorted(set(order) - set(held))
+            for j, (rest, held) in enumerate(N.fold_splits(len(train), args.inner_folds)):  # as fit(folds=K) splits
                 jobs.append((recipe, k, j, [train[i] for i in rest], [train[i] for i in held]))
             jobs.append((recipe, k, None, train, test))
 

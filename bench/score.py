@@ -33,8 +33,7 @@ from pathlib import Path
 from mastctl import compare, imaging, registry, synth
 from mastctl.profile import Profile
 from mastctl.truth import load_truth
-
-CRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "crc_nuclei"
+from nuclei_cv import CRC, crc_halves  # bench/ is the script's folder
 
 
 def synthetic_set(workdir: Path, seed: int, tiles: int, size: int, mpp: float) -> Path:
@@ -105,8 +104,7 @@ def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = N
     from mastctl.morphology import nucleinet
     from mastctl.truth import image_key
 
-    images = sorted((CRC / "images").glob("*.png"), key=lambda p: int("".join(ch for ch in p.stem if ch.isdigit()) or 0))
-    halves = [images[1::2], images[0::2]]  # fold k is scored on halves[k], fitted on the other
+    _, halves = crc_halves()
     tp = fp = fn = 0
     for k, held_out in enumerate(halves):
         train = halves[1 - k]

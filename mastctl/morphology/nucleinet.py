@@ -237,8 +237,6 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
     if folds >= 2 and len(examples) < folds:
         raise InputError(f"{folds}-fold threshold choice needs at least {folds} images (got {len(examples)})")
     work_mpp = float(np.median([e.st.mpp for e in examples]))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(examples))
     done = 0
 
     def counted(step: int, loss: float) -> None:
@@ -248,10 +246,8 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
     recipe = {"steps": steps, "width": width, "batch": batch}
     if folds >= 2:
         counts = np.zeros((len(THRESHOLDS), 3), np.int64)
-        for j, held in enumerate(np.array_split(order, folds)):
-            keep = set(held.tolist())
-            module = train([e for i, e in enumerate(examples) if i not in keep], seed=seed + 1 + j, device=device,
-                           on_step=counted, **recipe)
+        for j, (rest, held) in enumerate(fold_splits(len(examples), folds, seed)):
+            module = train([examples[i] for i in rest], seed=seed + 1 + j, device=device, on_step=counted, **recipe)
             counts += match_counts(NucleusNet(module, width, work_mpp, 0.3), [examples[i] for i in held])
             done += steps
         module = train(examples, seed=seed, device=device, on_step=counted, **recipe)
@@ -259,6 +255,7 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         info = {"train_images": len(examples), "val_images": len(examples),
                 "threshold_chosen_on": f"{folds}-fold out-of-fold maps of all {len(examples)} images"}
     else:
+        order = np.random.default_rng(seed).permutation(len(examples))
         n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 4 else 0
         val, rest = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
         module = train(rest, seed=seed, device=device, on_step=counted, **recipe)
@@ -267,6 +264,12 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
                 "threshold_chosen_on": "held-out images" if val else "training images (too few to hold out)"}
     info.update({"steps": steps, "batch": batch, "folds": folds, "val_f1": round(f1, 4), "val_radius_um": VAL_RADIUS_UM})
     return NucleusNet(module, width, work_mpp, threshold, info)
+
+
+def fold_splits(n: int, folds: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """(fitted on, held out) image indices of each of ``folds`` folds: a seeded permutation cut in ``folds``."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [(sorted(set(range(n)) - set(held.tolist())), held.tolist()) for held in np.array_split(order, folds)]
 
 
 def _patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
