@@ -79,7 +79,7 @@ def registration(n_pairs: int) -> None:
         lt = np.array([[float(r["X"]), float(r["Y"])] for r in csv.DictReader(open(base / row["Target landmarks"]))])
         ls = np.array([[float(r["X"]), float(r["Y"])] for r in csv.DictReader(open(base / row["Source landmarks"]))])
         k = min(len(lt), len(ls))
-        reg = register(he, ihc, 1.0, 1.0)
+        reg = register(he, ihc, 1.0, 1.0, significance=False)  # whole sections at 5%: the outline is all there is
         before = np.median(np.hypot(*(lt[:k] - ls[:k]).T))
         after = np.median(np.hypot(*(reg.he_to_ihc(lt[:k]) - ls[:k]).T))
         print(f"  ANHIR {row['Target image'].split('/')[0]:<12} median TRE {before:.1f} px -> {after:.1f} px (quality {reg.ncc:.2f})")
@@ -101,7 +101,8 @@ def transfers(n_pairs: int) -> None:
     for i in range(n_pairs):
         mpp = 0.5 if i % 2 == 0 else 0.25
         tile = synth.render_tile([9200, i], synth.SynthOptions(size=512 if mpp == 0.5 else 1024, mpp=mpp))
-        result = transfer(Image(tile.he, f"he{i}", mpp), Image(tile.ihc, f"ihc{i}", mpp), detector)
+        he_image = Image(tile.he, f"he{i}", mpp)
+        result = transfer(he_image, Image(tile.ihc, f"ihc{i}", mpp), detector.detect(he_image))
         mast = [c for c in result.detections.cells if c.is_mast_cell]
         true = [c for c in tile.cells if c.type == "mast_cell" and c.ihc["inside"]]
         m = metrics.match([(c.x, c.y) for c in mast], [(c.x, c.y) for c in true], 3.0 / mpp)

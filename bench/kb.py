@@ -129,6 +129,7 @@ def realistic_vectors(args, n: int):
     from mastctl.kb.describe import describe
 
     work = Path(args.workdir).expanduser()
+    work.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache folder yet
     cache = work / f"kb-vectors-{n}.npz"
     if cache.exists():
         data = np.load(cache)
@@ -136,13 +137,14 @@ def realistic_vectors(args, n: int):
     image, types, texts, seed = [], [], [], 5000
     with ProcessPoolExecutor(2) as pool:
         while len(types) < n:
-            for vecs, tps, feats in pool.map(_tile_vectors, range(seed, seed + 40)):
+            batch = max(2, min(40, -(-(n - len(types)) // 150)))  # a tile gives ~150 vectors
+            for vecs, tps, feats in pool.map(_tile_vectors, range(seed, seed + batch)):
                 image.append(vecs)
                 types.extend(tps)
                 for t, f in zip(tps, feats):
                     morph, dist, words = describe(t, f)
                     texts.append(". ".join([t, *morph.model_dump().values(), *dist.model_dump().values(), *words]))
-            seed += 40
+            seed += batch
             print(f"  {len(types)} cell vectors", file=sys.stderr)
     kb = _open_kb("lancedb", Path(tempfile.mkdtemp()) / "kb")
     text = kb.embed_texts(texts[:n])

@@ -147,6 +147,7 @@ def main() -> int:
     parser.add_argument("--skip-crc", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print one JSON summary line")
     args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache folder yet
 
     profile = Profile()
     registry.create("detector", args.backend, profile)  # fail early, with the registry's message

@@ -1,3 +1,3 @@
-from mastctl.cli import main
+from mastctl.entry import run
 
-raise SystemExit(main())
+run()

@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # numpy is imported lazily: `mastctl --help` must stay fast
 DEFAULT_MAX_PIXELS = 300_000_000
 """Largest image decoded whole (about 0.9 GB as RGB); 0 or None disables."""
 
-PLAUSIBLE_MPP = (0.01, 100.0)
 
 SUPPORTED = "PNG, JPEG, TIFF/OME-TIFF/SVS, BMP, WebP"
 # File name endings of images (a folder given as input stands for the files with these).
@@ -83,10 +82,11 @@ def sniff_format(path: Path) -> str | None:
 
 def load(path: str | os.PathLike[str], mpp: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
     """Read ``path`` as RGB uint8 with its um/px scale (``mpp`` overrides the file)."""
+    from mastctl.scale import checked
+
     p = Path(path)
-    if mpp is not None and not (mpp > 0):
-        raise InputError(f"--mpp must be a positive number of micrometres per pixel, got {mpp}")
-    fmt = _check_readable(p)
+    mpp = checked(mpp, "--mpp")
+    fmt = check_readable(p)
     try:
         if fmt == "TIFF":
             pixels, file_mpp, source = _load_tiff(p, max_pixels)
@@ -103,7 +103,10 @@ def load(path: str | os.PathLike[str], mpp: float | None = None, max_pixels: int
     return Image(pixels=pixels, path=str(p), mpp=file_mpp, mpp_source=source)
 
 
-def _check_readable(p: Path) -> str:
+def check_readable(p: Path, sniff: bool = True) -> str | None:
+    """The file's format by content; InputError for a missing, unreadable, empty or unknown file."""
+    if str(p) in ("", "."):
+        raise InputError("an empty file name")
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if p.is_dir():
@@ -112,6 +115,8 @@ def _check_readable(p: Path) -> str:
         raise InputError(f"{p}: permission denied")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty")
+    if not sniff:
+        return None
     fmt = sniff_format(p)
     if fmt is None:
         raise InputError(f"{p}: not a supported image format (supported: {SUPPORTED})")
@@ -123,6 +128,9 @@ def _short(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+MIN_SIDE_PX = 8  # smaller than a nucleus at any scale: no cell can be in it (the detection flow refuses it)
+
+
 def _guard(p: Path, width: int, height: int, max_pixels: int | None) -> None:
     if width <= 0 or height <= 0:
         raise InputError(f"{p}: image has no pixels ({width}x{height})")
@@ -131,14 +139,14 @@ def _guard(p: Path, width: int, height: int, max_pixels: int | None) -> None:
         raise InputError(
             f"{p}: {width}x{height} = {n:,} pixels exceeds the decompression-bomb limit of "
             f"{max_pixels:,}; if you trust this file, raise it with --max-pixels N (0 = no limit), "
-            "or let `mastctl detect` tile it as a slide (--workers N)"
+            "or save it as a tiled pyramid (OME-TIFF), which is read region by region"
         )
 
 
 def _plausible(mpp: float | None) -> float | None:
-    if mpp is None or not (PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]):
-        return None
-    return round(float(mpp), 6)
+    from mastctl.scale import plausible
+
+    return plausible(mpp)
 
 
 # --------------------------------------------------------------------------- Pillow
@@ -249,7 +257,7 @@ def _tiff_mpp(tif, page) -> tuple[float | None, str | None]:
         if mpp:
             return mpp, "ome"
     description = getattr(page, "description", "") or ""
-    m = re.search(r"\bMPP\s*=\s*([0-9.]+)", description)
+    m = re.search(r"\bMPP\s*=\s*([0-9]+(?:\.[0-9]*)?)", description)
     if m:
         mpp = _plausible(float(m.group(1)))
         if mpp:
@@ -285,7 +293,10 @@ def ome_physical_size_um(xml: str) -> float | None:
                 return None
             unit = el.get("PhysicalSizeXUnit", "µm")
             factor = _UNIT_UM.get(unit)
-            return float(value) * factor if factor else None
+            try:
+                return float(value) * factor if factor else None
+            except ValueError:
+                return None
     return None
 
 

@@ -51,7 +51,7 @@ class Thresholds(_Section):
 class DetectSettings(_Section):
     backend: str = Field("morphology", description="Detector used when --backend is not given (see `mastctl backends list`).")
     mpp: float | None = Field(
-        None, gt=0, description="Micrometres per pixel for images whose file carries no scale (null: unknown)."
+        None, ge=0.01, le=100, description="Micrometres per pixel for images whose file carries no scale (null: unknown)."
     )
     format: Literal["json", "csv", "geojson", "overlay"] = Field("json", description="Output format when --format is not given and -o has no known extension.")
     all_cells: bool = Field(False, description="Write every detected cell, not only mast cells.")
@@ -68,6 +68,7 @@ class KbSettings(_Section):
     text_embedder: str = Field("minilm", description="Embedder for the records' text.")
     image_embedder: str = Field("cellcrop", description="Embedder for the cell crops (image similarity search).")
     crop_um: float = Field(30.0, gt=0, description="Side of the stored cell crop, in micrometres.")
+    lock_timeout_s: float = Field(600.0, gt=0, description="How long a writer waits for another one (same store on local disk) to finish.")
 
 
 class GeminiSettings(_Section):
@@ -188,12 +189,14 @@ def parse_profile_text(text: str, path: Path | None, env: Mapping[str, str]) -> 
     """Validate profile text; returns the profile and every problem found (empty when valid)."""
     import yaml
 
+    from mastctl import yamlio
+
     try:
-        raw = yaml.safe_load(text) if text.strip() else {}
+        raw = yamlio.load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         return Profile(), [f"{line}not valid YAML: {problem}"]
     if raw is None:
         raw = {}
@@ -286,6 +289,8 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems:
     """Apply MASTCTL_A__B=value variables in place; returns {yaml path: variable name}."""
     import yaml
 
+    from mastctl import yamlio
+
     origins: dict[tuple[str, ...], str] = {}
     for name in sorted(k for k in env if _override_key(k)):
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
@@ -294,7 +299,7 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems:
             continue
         raw = env[name]
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yamlio.load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node: Any = data
@@ -344,7 +349,9 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
                 walk(item, loc + (str(i),))
 
     try:
-        walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+        from mastctl import yamlio
+
+        walk(yamlio.compose(text), ())
     except yaml.YAMLError:
         pass
     return out

@@ -37,6 +37,7 @@ class Registration:
     overlap: float  # fraction of the H&E image that falls inside the IHC image
     rotation_deg: float
     grid_um: float
+    ncc_null: float | None = None  # the best the same search reaches on the IHC mirrored (no true correspondence)
 
     def he_to_ihc(self, xy) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
@@ -55,6 +56,7 @@ class Registration:
             "quality_ncc": round(self.ncc, 4),
             "ncc_before": round(self.ncc_before, 4),
             "overlap": round(self.overlap, 4),
+            "null_ncc": None if self.ncc_null is None else round(self.ncc_null, 4),
             "grid_um": self.grid_um,
         }
 
@@ -131,6 +133,55 @@ def _rot(theta: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
+class _Sampler:
+    """The fixed image's pixel centres (all, and a sparse lattice for the optimiser's many evaluations)."""
+
+    def __init__(self, fixed: np.ndarray, stride: int = 2) -> None:
+        self.fixed = fixed
+        yy, xx = np.mgrid[0 : fixed.shape[0], 0 : fixed.shape[1]].astype(np.float64) + 0.5
+        self.full = (xx.ravel(), yy.ravel(), fixed.ravel())
+        sub = (slice(None, None, stride), slice(None, None, stride))
+        self.sparse = (xx[sub].ravel(), yy[sub].ravel(), fixed[sub].ravel())
+
+    def score(self, moving: np.ndarray, A: np.ndarray, t: np.ndarray, sparse: bool = True) -> tuple[float, float]:
+        """(NCC over the overlap, overlap fraction) of ``moving`` sampled at A @ p + t; NCC -1 below MIN_OVERLAP."""
+        from scipy.ndimage import map_coordinates
+
+        xx, yy, f = self.sparse if sparse else self.full
+        mx = A[0, 0] * xx + A[0, 1] * yy + t[0]
+        my = A[1, 0] * xx + A[1, 1] * yy + t[1]
+        inside = (mx >= 0) & (mx < moving.shape[1]) & (my >= 0) & (my < moving.shape[0])
+        overlap = float(inside.mean())
+        if overlap < MIN_OVERLAP or inside.sum() < 50:
+            return -1.0, overlap  # a sliver of overlap can correlate by chance: never prefer it
+        m = map_coordinates(moving, [my[inside] - 0.5, mx[inside] - 0.5], order=1, mode="constant", cval=0.0)
+        x, y = f[inside] - f[inside].mean(), m - m.mean()
+        denom = math.sqrt(float((x * x).sum() * (y * y).sum())) + 1e-12
+        return float((x * y).sum() / denom), overlap
+
+
+MIN_MARGIN = 0.25  # the pair must correlate this much better than a mismatched IHC can be made to
+
+
+def _mismatched(image: np.ndarray, how: str, seed: int = 0) -> np.ndarray:
+    """The image with its content rearranged so that nothing in it corresponds to the H&E any more.
+
+    ``phase``: the same power spectrum (texture, blob sizes) with random phases (a surrogate);
+    ``quarters``: the quarters swapped diagonally and mirrored (the same local structure).
+    """
+    if how == "quarters":
+        h, w = image.shape[0] // 2, image.shape[1] // 2
+        out = np.roll(np.roll(image, h, axis=0), w, axis=1)[:, ::-1]
+    else:
+        rng = np.random.default_rng(seed)
+        spectrum = np.fft.rfft2(image - image.mean())
+        noise = np.fft.rfft2(rng.standard_normal(image.shape))
+        phases = noise / np.maximum(np.abs(noise), 1e-12)
+        out = np.fft.irfft2(np.abs(spectrum) * phases, s=image.shape)
+        out = (out - out.mean()) / (out.std() + 1e-12) * image.std() + image.mean()
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def register(
     he: np.ndarray,
     ihc: np.ndarray,
@@ -140,10 +191,19 @@ def register(
     max_rotation_deg: float = 180.0,
     affine: bool = True,
     fine_grid_um: float | None = None,
+    significance: bool = True,
 ) -> Registration:
-    """Register H&E pixels onto IHC pixels; InputError when the pair does not overlap."""
+    """Register H&E pixels onto IHC pixels; InputError when the pair does not overlap.
+
+    Whether the pair is the same tissue is judged against a null built from the data itself: the
+    IHC image mirrored (the same stains, texture and overlap, but no true correspondence) goes
+    through the same search, and the pair must correlate clearly better than the best the search
+    finds for the mirror. So a small tile, a small overlap or a repetitive texture, where a chance
+    alignment correlates well, raises the bar by itself. ``significance=False`` skips that test
+    (a tissue-level registration of whole sections at low magnification, where the outline is all
+    there is to match and chance fits nearly as well); the correlation and overlap limits still hold.
+    """
     from scipy import ndimage as ndi
-    from scipy.optimize import minimize
 
     h_fixed = nuclear_channel(he)
     h_moving = nuclear_channel(ihc, second=stains.DAB)
@@ -151,79 +211,93 @@ def register(
     coarse_um = max(mpp_he, mpp_ihc, extent_um / 256.0)
     # Coarse: the tissue as a whole (all stains' optical density): sections of different stains
     # share their outline and architecture more than any one channel.
-    fixed = ndi.gaussian_filter(resample(stains.od_lut(he).sum(axis=2), mpp_he, coarse_um), 1.0)
-    moving = ndi.gaussian_filter(resample(stains.od_lut(ihc).sum(axis=2), mpp_ihc, coarse_um), 1.0)
-    if h_fixed.std() < 1e-3 or h_moving.std() < 1e-3 or fixed.std() < 1e-3 or moving.std() < 1e-3:
+    fixed_c = ndi.gaussian_filter(resample(stains.od_lut(he).sum(axis=2), mpp_he, coarse_um), 1.0)
+    moving_c = ndi.gaussian_filter(resample(stains.od_lut(ihc).sum(axis=2), mpp_ihc, coarse_um), 1.0)
+    if h_fixed.std() < 1e-3 or h_moving.std() < 1e-3 or fixed_c.std() < 1e-3 or moving_c.std() < 1e-3:
         raise InputError("an image of the pair holds no tissue (no hematoxylin signal) to register on")
-
-    c_f = np.array([fixed.shape[1], fixed.shape[0]]) / 2.0
-    c_m = np.array([moving.shape[1], moving.shape[0]]) / 2.0
-
-    def coarse_at(theta: float):
-        A = _rot(theta)
-        t0 = c_m - A @ c_f
-        warped, inside = _warp(moving, A, t0, fixed.shape)
-        peak, s = _phase_correlation(fixed, warped)
-        return peak, A, t0 - A @ s  # fixed(p) ~ warped(p - s) = moving(A (p - s) + t0)
-
-    step = 3.0 if max_rotation_deg > 10 else 1.0
-    angles = np.deg2rad(np.arange(-max_rotation_deg, max_rotation_deg + 1e-9, step))
-    scored = sorted((coarse_at(a) + (a,) for a in angles), key=lambda r: -r[0])
-    # A few distinct candidates (the three strongest peaks at least 10 degrees apart, each refined,
-    # and no rotation at all) go on to the fine step, which picks by correlation.
-    def refine(cand):
-        around = np.deg2rad(np.rad2deg(cand[3]) + np.arange(-step, step + 1e-9, step / 6))
-        return max([cand] + [coarse_at(a) + (a,) for a in around], key=lambda r: r[0])
-
-    candidates: list = []
-    for cand in scored:
-        if all(abs(math.degrees(cand[3] - c[3])) >= 10 for c in candidates):
-            candidates.append(refine(cand))
-        if len(candidates) == 3:
-            break
-    if not any(abs(c[3]) < math.radians(5) for c in candidates):
-        candidates.append(coarse_at(0.0) + (0.0,))
-
-    # Fine: NCC on a finer grid, rigid from each candidate, then affine from the best.
+    # Fine: NCC of the nuclear channels on a finer grid.
     fine_um = fine_grid_um or max(mpp_he, mpp_ihc, extent_um / 384.0)
+    fixed_f = ndi.gaussian_filter(resample(h_fixed, mpp_he, fine_um), 1.0)
+    moving_f = ndi.gaussian_filter(resample(h_moving, mpp_ihc, fine_um), 1.0)
+    sampler = _Sampler(fixed_f)
     k = coarse_um / fine_um
-    fixed = ndi.gaussian_filter(resample(h_fixed, mpp_he, fine_um), 1.0)
-    moving = ndi.gaussian_filter(resample(h_moving, mpp_ihc, fine_um), 1.0)
 
-    def score(A_, t_) -> float:
-        warped, inside = _warp(moving, A_, t_, fixed.shape)
-        if inside.mean() < MIN_OVERLAP:
-            return -1.0  # a sliver of overlap can correlate by chance: never prefer it
-        return _ncc(fixed, warped, inside)
+    c = np.array([fixed_f.shape[1], fixed_f.shape[0]]) / 2.0
+    ident_A, ident_t = np.eye(2), (np.array([moving_f.shape[1], moving_f.shape[0]]) / 2.0) - c
+    ncc_before = sampler.score(moving_f, ident_A, ident_t, sparse=False)[0]
 
-    c = np.array([fixed.shape[1], fixed.shape[0]]) / 2.0
-    ident = _warp(moving, np.eye(2), (np.array([moving.shape[1], moving.shape[0]]) / 2.0) - c, fixed.shape)
-    ncc_before = _ncc(fixed, ident[0], ident[1])
-
-    def rigid(A0, t0):
-        theta0 = math.atan2(A0[1, 0], A0[0, 0])
-        res = minimize(lambda p: -score(_rot(theta0 + p[0]), t0 + p[1:]), np.zeros(3), method="Powell",
-                       options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 300})
-        return -res.fun, _rot(theta0 + res.x[0]), t0 + res.x[1:]
-
-    _, A, t = max((rigid(cand[1], cand[2] * k) for cand in candidates), key=lambda r: r[0])
+    A, t, _ = _search(fixed_c, moving_c, moving_f, sampler, k, max_rotation_deg, candidates=3, maxfev=300)
     if affine:
-        res = minimize(lambda p: -score(A + p[:4].reshape(2, 2) * 0.05, t + p[4:]), np.zeros(6), method="Powell",
-                       options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 800})
+        from scipy.optimize import minimize
+
+        res = minimize(lambda p: -sampler.score(moving_f, A + p[:4].reshape(2, 2) * 0.05, t + p[4:])[0], np.zeros(6),
+                       method="Powell", options={"xtol": 1e-2, "ftol": 1e-5, "maxfev": 600})
         cand_A, cand_t = A + res.x[:4].reshape(2, 2) * 0.05, t + res.x[4:]
-        if score(cand_A, cand_t) > score(A, t):
+        # an affine step that rescales the section by more than a few percent is overfitting, not tissue
+        scale = math.sqrt(abs(np.linalg.det(cand_A)))
+        if 0.9 < scale < 1.1 and sampler.score(moving_f, cand_A, cand_t)[0] > sampler.score(moving_f, A, t)[0]:
             A, t = cand_A, cand_t
-    warped, inside = _warp(moving, A, t, fixed.shape)
-    ncc = _ncc(fixed, warped, inside)
-    overlap = float(inside.mean())
-    if overlap < MIN_OVERLAP or ncc < MIN_NCC:
-        raise InputError(
-            f"the H&E and IHC images do not overlap enough to register (best correlation {ncc:.2f}, "
-            f"overlap {overlap:.0%}); check that they are sections of the same tissue"
-        )
+    ncc, overlap = sampler.score(moving_f, A, t, sparse=False)
+    # the null: the same search on IHC images with the same texture but no true correspondence (two
+    # phase-randomised surrogates, and the quarters swapped); the largest chance correlation of the three
+    null = max(_search(fixed_c, _mismatched(moving_c, how, seed), _mismatched(moving_f, how, seed), sampler, k,
+                       max_rotation_deg, candidates=2, maxfev=150)[2]
+               for how, seed in (("phase", 1), ("phase", 2), ("quarters", 0))) if significance else None
+    if overlap < MIN_OVERLAP or ncc < MIN_NCC or (null is not None and ncc < null + MIN_MARGIN):
+        why = (f"overlap {overlap:.0%}" if overlap < MIN_OVERLAP else
+               f"best correlation {ncc:.2f}" + (f", not clearly above the {null:.2f} that the same IHC rearranged reaches"
+                                                 if null is not None and ncc < null + MIN_MARGIN else ""))
+        raise InputError(f"the H&E and IHC images do not overlap enough to register ({why}); check that they are "
+                         "sections of the same tissue")
     # grid -> full-resolution pixels: p_he = p_grid * fine/mpp_he, p_ihc = q_grid * fine/mpp_ihc
     k_he, k_ihc = fine_um / mpp_he, fine_um / mpp_ihc
     A_full = A * (k_ihc / k_he)
     t_full = t * k_ihc
     matrix = np.hstack([A_full, t_full[:, None]])
-    return Registration(matrix, ncc_before, ncc, overlap, math.degrees(math.atan2(A[1, 0], A[0, 0])), round(fine_um, 4))
+    return Registration(matrix, ncc_before, ncc, overlap, math.degrees(math.atan2(A[1, 0], A[0, 0])), round(fine_um, 4),
+                        ncc_null=null)
+
+
+def _search(fixed_c, moving_c, moving_f, sampler: _Sampler, k: float, max_rotation_deg: float, *, candidates: int,
+            maxfev: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, t, NCC) of the best rigid alignment: rotations by phase correlation on the coarse grid, the
+    strongest few refined by NCC on the fine grid."""
+    from scipy.optimize import minimize
+
+    c_f = np.array([fixed_c.shape[1], fixed_c.shape[0]]) / 2.0
+    c_m = np.array([moving_c.shape[1], moving_c.shape[0]]) / 2.0
+
+    def coarse_at(theta: float):
+        A = _rot(theta)
+        t0 = c_m - A @ c_f
+        warped, _ = _warp(moving_c, A, t0, fixed_c.shape)
+        peak, s = _phase_correlation(fixed_c, warped)
+        return peak, A, t0 - A @ s  # fixed(p) ~ warped(p - s) = moving(A (p - s) + t0)
+
+    step = 3.0 if max_rotation_deg > 10 else 1.0
+    angles = np.deg2rad(np.arange(-max_rotation_deg, max_rotation_deg + 1e-9, step))
+    scored = sorted((coarse_at(a) + (a,) for a in angles), key=lambda r: -r[0])
+
+    def refine(cand):
+        around = np.deg2rad(np.rad2deg(cand[3]) + np.arange(-step, step + 1e-9, step / 6))
+        return max([cand] + [coarse_at(a) + (a,) for a in around], key=lambda r: r[0])
+
+    # A few distinct candidates (the strongest peaks at least 10 degrees apart, each refined, and no
+    # rotation at all) go on to the fine step, which picks by correlation.
+    chosen: list = []
+    for cand in scored:
+        if all(abs(math.degrees(cand[3] - c[3])) >= 10 for c in chosen):
+            chosen.append(refine(cand))
+        if len(chosen) == candidates:
+            break
+    if not any(abs(c[3]) < math.radians(5) for c in chosen):
+        chosen.append(coarse_at(0.0) + (0.0,))
+
+    def rigid(A0, t0):
+        theta0 = math.atan2(A0[1, 0], A0[0, 0])
+        res = minimize(lambda p: -sampler.score(moving_f, _rot(theta0 + p[0]), t0 + p[1:])[0], np.zeros(3), method="Powell",
+                       options={"xtol": 1e-2, "ftol": 1e-5, "maxfev": maxfev})
+        return -res.fun, _rot(theta0 + res.x[0]), t0 + res.x[1:]
+
+    best, A, t = max((rigid(cand[1], cand[2] * k) for cand in chosen), key=lambda r: r[0])
+    return A, t, float(best)

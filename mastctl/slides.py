@@ -22,6 +22,8 @@ from typing import Protocol
 import numpy as np
 
 from mastctl.errors import BackendError, InputError
+from mastctl.imaging import DEFAULT_MAX_PIXELS
+from mastctl.scale import plausible
 
 WSI_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
@@ -48,20 +50,35 @@ def is_slide(path: Path) -> bool:
     return name.endswith(WSI_SUFFIXES) or name.endswith((".ome.tif", ".ome.tiff"))
 
 
-def open_slide(path: str | Path, mpp: float | None = None, max_pixels: int | None = None) -> SlideReader:
+def open_slide(path: str | Path, mpp: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> SlideReader:
+    """The reader for ``path``: OpenSlide, tiled OME-TIFF, or the image decoded whole (guarded by ``max_pixels``).
+
+    No reader decodes more than ``max_pixels`` at once (0/None: no limit): a region, an untiled page or
+    a plain image over the limit is refused before it is decoded.
+    """
+    from mastctl.imaging import check_readable
+
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
+    check_readable(p, sniff=False)
     name = p.name.lower()
     if name.endswith((".ome.tif", ".ome.tiff")):
-        reader: SlideReader = OmeTiffReader(p)
+        reader: SlideReader = OmeTiffReader(p, max_pixels)
     elif name.endswith(WSI_SUFFIXES) or _openslide_can(p):
-        reader = OpenSlideReader(p)
+        reader = OpenSlideReader(p, max_pixels)
     else:
         reader = MemoryReader(p, max_pixels)
     if mpp is not None:
         reader.mpp = float(mpp)
+        reader.mpp_source = "option"
     return reader
+
+
+def _guard_region(path: str, w: int, h: int, max_pixels: int | None) -> None:
+    if w <= 0 or h <= 0:
+        raise InputError(f"{path}: empty region ({w} x {h})")
+    if max_pixels and w * h > max_pixels:
+        raise InputError(f"{path}: a {w} x {h} read exceeds the decompression-bomb limit of {max_pixels:,} pixels; "
+                         "raise --max-pixels if you trust this file")
 
 
 def _openslide_can(p: Path) -> bool:
@@ -95,7 +112,10 @@ def best_level(levels: list[Level], mpp: float | None, target_mpp: float) -> int
 
 
 class OpenSlideReader:
-    def __init__(self, path: Path) -> None:
+    mpp_source = "openslide"
+
+    def __init__(self, path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        self.max_pixels = max_pixels
         try:
             import openslide
         except ImportError:
@@ -106,12 +126,15 @@ class OpenSlideReader:
             raise InputError(f"{path}: OpenSlide cannot read it: {str(exc).strip() or type(exc).__name__}") from None
         self.path = str(path)
         props = self._slide.properties
-        mpp = props.get("openslide.mpp-x")
-        self.mpp = float(mpp) if mpp else None
+        self.mpp = plausible(props.get("openslide.mpp-x"))
         self.levels = [Level(int(w), int(h), float(d)) for (w, h), d in zip(self._slide.level_dimensions, self._slide.level_downsamples)]
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        region = self._slide.read_region((int(x), int(y)), level, (int(w), int(h)))
+        _guard_region(self.path, int(w), int(h), self.max_pixels)
+        try:
+            region = self._slide.read_region((int(x), int(y)), level, (int(w), int(h)))
+        except Exception as exc:  # OpenSlide raises its own error type for damaged tiles
+            raise InputError(f"{self.path}: cannot read a region ({str(exc).strip() or type(exc).__name__})") from None
         rgba = np.asarray(region)
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0  # outside the slide is transparent: make it white
         return np.round(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
@@ -123,19 +146,23 @@ class OpenSlideReader:
 class OmeTiffReader:
     """Pyramidal OME-TIFF via tifffile, decoding only the tiles a region needs."""
 
-    def __init__(self, path: Path) -> None:
+    mpp_source = "ome"
+
+    def __init__(self, path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         import tifffile
 
         from mastctl.imaging import ome_physical_size_um
 
         self.path = str(path)
+        self.max_pixels = max_pixels
+        self._whole: dict[int, np.ndarray] = {}  # untiled pages, decoded once
         try:
             self._tif = tifffile.TiffFile(path)
             series = self._tif.series[0]
         except Exception as exc:
-            raise InputError(f"{path}: cannot read OME-TIFF: {exc}") from None
+            raise InputError(f"{path}: cannot read OME-TIFF: {str(exc).strip()[:200] or type(exc).__name__}") from None
         self._levels = list(series.levels) if getattr(series, "levels", None) else [series]
-        self.mpp = ome_physical_size_um(self._tif.ome_metadata) if self._tif.ome_metadata else None
+        self.mpp = plausible(ome_physical_size_um(self._tif.ome_metadata)) if self._tif.ome_metadata else None
         w0 = self._levels[0].shape[self._levels[0].axes.index("X")]
         self.levels = []
         for lv in self._levels:
@@ -147,12 +174,10 @@ class OmeTiffReader:
         page = lv.pages[0]
         d = self.levels[level].downsample
         x0, y0 = int(round(x / d)), int(round(y / d))
+        _guard_region(self.path, int(w), int(h), self.max_pixels)
         out = np.full((h, w, 3), 255, np.uint8)
         if not page.is_tiled or page.planarconfig != 1 or lv.axes not in ("YXS",):
-            full = page.asarray()
-            if full.ndim == 2:
-                full = np.repeat(full[..., None], 3, axis=2)
-            _paste(out, full[..., :3], x0, y0)
+            _paste(out, self._untiled(level, page), x0, y0)
             return out
         th, tw = page.tilelength, page.tilewidth
         across = math.ceil(page.imagewidth / tw)
@@ -168,7 +193,21 @@ class OmeTiffReader:
                 _paste(out, tile, x0 - tx * tw, y0 - ty * th)
         return out
 
+    def _untiled(self, level: int, page) -> np.ndarray:
+        """An untiled page, decoded once (within the bomb limit) and kept for the next read."""
+        if level not in self._whole:
+            _guard_region(self.path, int(page.imagewidth), int(page.imagelength), self.max_pixels)
+            try:
+                full = page.asarray()
+            except Exception as exc:  # codecs raise many types for damaged data
+                raise InputError(f"{self.path}: cannot decode page {level} ({str(exc).strip()[:200] or type(exc).__name__})") from None
+            if full.ndim == 2:
+                full = np.repeat(full[..., None], 3, axis=2)
+            self._whole = {level: full[..., :3]}
+        return self._whole[level]
+
     def close(self) -> None:
+        self._whole = {}
         self._tif.close()
 
 
@@ -184,17 +223,19 @@ def _paste(out: np.ndarray, src: np.ndarray, x0: int, y0: int) -> None:
 class MemoryReader:
     """Any image mastctl.imaging reads, held whole, as a one-level slide."""
 
-    def __init__(self, path: Path, max_pixels: int | None) -> None:
+    def __init__(self, path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         from mastctl import imaging
 
         image = imaging.load(path, max_pixels=max_pixels)
-        self.path, self.mpp, self._pixels = str(path), image.mpp, image.pixels
+        self.path, self.mpp, self.mpp_source, self.pixels = str(path), image.mpp, image.mpp_source, image.pixels
         self.levels = [Level(image.width, image.height, 1.0)]
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self.pixels is not None and (x, y, w, h) == (0, 0, self.pixels.shape[1], self.pixels.shape[0]):
+            return self.pixels  # the whole image (tile mode): no copy
         out = np.full((h, w, 3), 255, np.uint8)
-        _paste(out, self._pixels, int(x), int(y))
+        _paste(out, self.pixels, int(x), int(y))
         return out
 
     def close(self) -> None:
-        self._pixels = None
+        self.pixels = None

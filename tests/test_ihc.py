@@ -83,7 +83,8 @@ def test_no_dab_and_blank_ihc_give_no_positives(pair):
 
 def test_transfer_recovers_mast_cells_on_he(pair):
     detector = registry.create("detector", "morphology", Profile())
-    result = transfer(Image(pair.he, "he.png", 0.5), Image(pair.ihc, "ihc.png", 0.5), detector)
+    he_image = Image(pair.he, "he.png", 0.5)
+    result = transfer(he_image, Image(pair.ihc, "ihc.png", 0.5), detector.detect(he_image))
     mast = [c for c in result.detections.cells if c.is_mast_cell]
     true = [c for c in pair.cells if c.type == "mast_cell" and c.ihc["inside"]]
     m = metrics.match([(c.x, c.y) for c in mast], [(c.x, c.y) for c in true], 3.0 / 0.5)
@@ -148,3 +149,14 @@ def test_real_ki67_positive_cells():
     pred = [c for c in detect_dab(pixels, 0.25, marker="ki67").cells if c.features["positive"]]
     f1 = metrics.score_image("x", pred, truth, 16, mode="cells").detection.f1
     assert f1 >= 0.8
+
+
+def test_unrelated_small_tiles_are_refused_whatever_their_size():
+    """A 256 px H&E and another tile's IHC: the search can always find a chance alignment; it must not
+    beat the same IHC mirrored or rearranged by enough (an overlap-aware null, not a fixed threshold)."""
+    a = synth.render_tile([305, 0], synth.SynthOptions(size=256, mpp=0.5))
+    b = synth.render_tile([405, 1], synth.SynthOptions(size=256, mpp=0.5))
+    with pytest.raises(InputError, match="do not overlap enough"):
+        register(a.he, b.ihc, 0.5, 0.5)  # correlation 0.45 at 38% overlap: accepted before the null existed
+    same = register(a.he, a.ihc, 0.5, 0.5)
+    assert same.ncc > same.ncc_null + 0.5 and same.to_dict()["null_ncc"] == round(same.ncc_null, 4)

@@ -33,7 +33,7 @@ def test_mpp_option_overrides_the_file(tmp_path):
     PILImage.fromarray(he_like()).save(path, dpi=(50800, 50800))
     img = imaging.load(path, mpp=0.25)
     assert img.mpp == 0.25 and img.mpp_source == "option"
-    with pytest.raises(InputError, match="--mpp must be a positive"):
+    with pytest.raises(InputError, match="not a plausible microscope scale"):
         imaging.load(path, mpp=-1)
 
 

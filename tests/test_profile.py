@@ -121,7 +121,7 @@ gemini:
 """
     _, problems = parse_profile_text(text, None, {})
     joined = "\n".join(problems)
-    assert "detect.mpp (line 2): Input should be greater than 0" in joined
+    assert "detect.mpp (line 2): Input should be greater than or equal to 0.01" in joined
     assert "detect.backnd (line 3): unknown key" in joined
     assert "gpu_settings.device (line 5): must be auto, cpu, cuda, cuda:N or mps" in joined
     assert "teacher_models.models.a.embedding_dim (line 9): required key is missing" in joined

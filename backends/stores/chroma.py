@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mastctl.errors import BackendError
-from mastctl.kb.store import META_ID, Filter, Hit, Row, from_metadata, local_location, to_metadata
+from mastctl.kb.store import folder_lock, remove_if_empty, META_ID, Filter, Hit, Row, from_metadata, local_location, to_metadata
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +36,12 @@ class ChromaStore:
 
     def location(self) -> str:
         return f"{self.uri} (chroma collection {self.collection})"
+
+    def lock_path(self) -> Path:
+        return folder_lock(self.uri, self.collection)
+
+    def remove_location(self) -> None:
+        remove_if_empty(self.uri, self.collection)
 
     def _connect(self) -> Any:
         if self._client is None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.errors import BackendError
-from mastctl.kb.store import FILTER_FIELDS, META_ID, Filter, Hit, Row, local_location
+from mastctl.kb.store import folder_lock, remove_if_empty, FILTER_FIELDS, META_ID, Filter, Hit, Row, local_location
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,6 +54,12 @@ class LanceDBStore:
     def location(self) -> str:
         return f"{self.uri} (lancedb table {self.collection})"
 
+    def lock_path(self) -> Path:
+        return folder_lock(self.uri, self.collection)
+
+    def remove_location(self) -> None:
+        remove_if_empty(self.uri, self.collection)
+
     def _connect(self) -> Any:
         if self._db is None:
             import lancedb
@@ -72,7 +79,12 @@ class LanceDBStore:
         db = self._connect()
         names = self._names()
         if self.collection in names:
-            self._table = db.open_table(self.collection)
+            try:
+                self._table = db.open_table(self.collection)
+            except ValueError:  # listed, but its first version is not committed yet (a writer is creating it)
+                if not create:
+                    return False
+                raise
             return True
         if not create:
             return False

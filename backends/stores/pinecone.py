@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mastctl.errors import BackendError
+from mastctl.errors import BackendError, register_secret
 from mastctl.kb.store import META_ID, Filter, Hit, Row, from_metadata, to_metadata
 
 if TYPE_CHECKING:
@@ -59,10 +59,17 @@ class PineconeStore:
     def location(self) -> str:
         return f"{self.host} (pinecone namespace {self.namespace})"
 
+    def lock_path(self) -> None:
+        return None  # a service: upserts by id are atomic there
+
+    def remove_location(self) -> None:
+        return None
+
     @property
     def index(self) -> Any:
         if self._index is None:
             key = os.environ.get(self.options.api_key_env)
+            register_secret(key)
             if not key:
                 raise BackendError(f"the pinecone store needs an API key in ${self.options.api_key_env}")
             from pinecone import Pinecone

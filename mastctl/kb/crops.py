@@ -64,8 +64,14 @@ def to_png(crop: np.ndarray) -> bytes:
 def from_png(data: bytes) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+    from mastctl.kb.records import check_crop_png
+
+    try:
+        check_crop_png(data)
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def rescale(pixels: np.ndarray, mpp: float) -> np.ndarray:

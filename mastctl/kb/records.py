@@ -12,40 +12,51 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mastctl.cells import LOOK_ALIKES
 from mastctl.errors import InputError
 
 SCHEMA_VERSION = 2
 SCHEMA = f"mastctl/kb-record@{SCHEMA_VERSION}"
 RECORD_TYPES = ("explicit", "implicit", "negative")
-NEGATIVE_LABELS = ("lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other")
+NEGATIVE_LABELS = LOOK_ALIKES  # a negative record is one of the look-alikes
 DIFFICULTIES = ("easy", "medium", "hard")
 WORD_CONFIDENCE = {"high": 0.9, "medium": 0.6, "low": 0.3}
 
 
+MAX_TEXT = 2000  # characters of one description field
+MAX_INSIGHTS = 64
+MAX_PATH = 4096
+MAX_CROP_BYTES = 4 * 1024 * 1024
+MAX_CROP_PX = 1024  # a crop is crop_um at 0.5 um/px: 60 px for the default 30 um
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON Lines record, crop included
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Coordinates(_Part):
-    x: float
-    y: float
+    x: float = Field(ge=0, le=10_000_000)
+    y: float = Field(ge=0, le=10_000_000)
 
 
 class Morphology(_Part):
-    nucleus: str = ""
-    cytoplasm: str = ""
-    shape: str = ""
-    location: str = ""
+    nucleus: Text = ""
+    cytoplasm: Text = ""
+    shape: Text = ""
+    location: Text = ""
 
 
 class Distinguishing(_Part):
-    vs_lymphocytes: str = ""
-    vs_plasma_cells: str = ""
-    vs_fibroblasts: str = ""
+    vs_lymphocytes: Text = ""
+    vs_plasma_cells: Text = ""
+    vs_fibroblasts: Text = ""
 
 
 def now() -> datetime:
@@ -55,25 +66,25 @@ def now() -> datetime:
 class CellRecord(BaseModel):
     """One example cell of the knowledge base."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=200)
     type: Literal["explicit", "implicit", "negative"]
-    label: str = "mast_cell"  # mast_cell for explicit/implicit; the look-alike's label for negatives
-    image_path: str | None = None
-    ihc_image_path: str | None = None
+    label: str = Field("mast_cell", max_length=40)  # mast_cell for explicit/implicit; the look-alike's label for negatives
+    image_path: str | None = Field(None, max_length=MAX_PATH)
+    ihc_image_path: str | None = Field(None, max_length=MAX_PATH)
     coordinates: Coordinates | None = None
-    mpp: float | None = Field(None, gt=0)
+    mpp: float | None = Field(None, ge=0.01, le=100)
     confidence: float = Field(1.0, ge=0, le=1)
     morphological_features: Morphology = Field(default_factory=Morphology)
     distinguishing_features: Distinguishing = Field(default_factory=Distinguishing)
-    insights: list[str] = Field(default_factory=list)
+    insights: list[Text] = Field(default_factory=list, max_length=MAX_INSIGHTS)
     difficulty: Literal["easy", "medium", "hard"] = "medium"
-    source: str = ""
+    source: str = Field("", max_length=200)
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
-    crop_png: bytes | None = None  # the cell at the centre, crop_um x crop_um
-    crop_um: float | None = Field(None, gt=0)
+    crop_png: bytes | None = Field(None, max_length=MAX_CROP_BYTES)  # the cell at the centre, crop_um x crop_um
+    crop_um: float | None = Field(None, gt=0, le=1000)
 
     @field_validator("id")
     @classmethod
@@ -86,12 +97,14 @@ class CellRecord(BaseModel):
     @classmethod
     def _crop(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if len(value) > MAX_CROP_BYTES * 4 // 3 + 4:
+                raise ValueError(f"crop_png is larger than {MAX_CROP_BYTES // (1024 * 1024)} MB")
             try:
                 value = base64.b64decode(value, validate=True)
             except ValueError:
                 raise ValueError("crop_png must be base64 PNG data") from None
-        if value is not None and not bytes(value).startswith(b"\x89PNG\r\n\x1a\n"):
-            raise ValueError("crop_png is not a PNG image")
+        if value is not None:
+            check_crop_png(bytes(value))
         return value
 
     @model_validator(mode="after")
@@ -131,6 +144,27 @@ class CellRecord(BaseModel):
         if self.insights:
             parts.append("insights: " + "; ".join(self.insights))
         return ". ".join(parts)
+
+
+def check_crop_png(data: bytes) -> None:
+    """A crop is a small, whole PNG: its header's size is read before anything is decoded."""
+    import io
+    import struct
+
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 33 or data[12:16] != b"IHDR":
+        raise ValueError("crop_png is not a PNG image")
+    if len(data) > MAX_CROP_BYTES:
+        raise ValueError(f"crop_png is larger than {MAX_CROP_BYTES // (1024 * 1024)} MB")
+    width, height = struct.unpack(">II", data[16:24])
+    if not (0 < width <= MAX_CROP_PX and 0 < height <= MAX_CROP_PX):
+        raise ValueError(f"crop_png is {width} x {height} pixels; a crop is at most {MAX_CROP_PX} x {MAX_CROP_PX}")
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as exc:  # truncated or corrupt image data
+        raise ValueError(f"crop_png is damaged ({str(exc).strip()[:100] or type(exc).__name__})") from None
 
 
 def migrate(raw: dict[str, Any]) -> dict[str, Any]:

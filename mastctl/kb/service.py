@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ import numpy as np
 from mastctl.errors import InputError, UsageError
 from mastctl.kb import crops as C
 from mastctl.kb.records import SCHEMA_VERSION, CellRecord, now, parse
-from mastctl.kb.store import Filter, Row, Store
+from mastctl.kb.store import Filter, GuardedStore, Row, Store
 
 if TYPE_CHECKING:
     from mastctl.profile import Profile
@@ -56,7 +57,7 @@ class WriteResult:
 class KnowledgeBase:
     def __init__(self, store: Store, *, store_name: str, text_embedder: str, image_embedder: str, crop_um: float,
                  profile: Profile | None = None) -> None:
-        self.store = store
+        self.store = GuardedStore(store)  # a damaged store is a one-line error, never a traceback
         self.store_name = store_name
         self.text_name = text_embedder
         self.image_name = image_embedder
@@ -66,20 +67,72 @@ class KnowledgeBase:
         self._image: Any = None
         self._text_cache: dict[str, np.ndarray] = {}
         self.meta: dict[str, Any] = {}
+        self.created = False  # this session made the store
+        self._write_lock: Any = None
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, profile: Profile, *, create: bool = False, check: bool = True) -> KnowledgeBase:
-        """Connect the profile's store; ``create`` makes an empty one; ``check`` refuses other embedders."""
+    def open(cls, profile: Profile, *, create: bool = False, check: bool = True, write: bool = False,
+             on_wait: Callable[[str], None] | None = None) -> KnowledgeBase:
+        """Connect the profile's store; ``create`` makes an empty one; ``check`` refuses other embedders.
+
+        A writer (``create`` or ``write``) first takes the store's lock and holds it until :meth:`close`
+        (or the process ends): concurrent writers queue instead of each inserting what the other has
+        not committed yet. Readers take no lock; every store shows them whole batches only.
+        """
         from mastctl import registry
 
         settings = profile.kb
         store = registry.create("store", settings.store, profile)
         kb = cls(store, store_name=settings.store, text_embedder=settings.text_embedder,
                  image_embedder=settings.image_embedder, crop_um=settings.crop_um, profile=profile)
-        kb._connect(create, check)
+        if create or write:
+            kb._lock(on_wait, settings.lock_timeout_s)
+        try:
+            kb._connect(create, check)
+        except BaseException:
+            kb.close()
+            raise
         return kb
+
+    @classmethod
+    @contextmanager
+    def session(cls, profile: Profile, *, create: bool = False, check: bool = True,
+                on_wait: Callable[[str], None] | None = None):
+        """A writer's knowledge base: locked while open; a store this session created and left empty is removed."""
+        kb = cls.open(profile, create=create, check=check, write=True, on_wait=on_wait)
+        try:
+            yield kb
+        except BaseException:
+            kb.discard_if_new_and_empty()
+            raise
+        finally:
+            kb.close()
+
+    def _lock(self, on_wait: Callable[[str], None] | None, timeout_s: float) -> None:
+        from mastctl.locks import FileLock
+
+        path = self.store.lock_path()
+        if path is not None:
+            self._write_lock = FileLock(path, timeout_s=timeout_s, on_wait=on_wait).acquire()
+
+    def close(self) -> None:
+        """Release the writer's lock (if held)."""
+        lock, self._write_lock = self._write_lock, None
+        if lock is not None:
+            lock.release()
+
+    def discard_if_new_and_empty(self) -> None:
+        """Undo the creation of a store that this session made and that holds no record."""
+        if not self.created:
+            return
+        try:
+            if self.store.count(Filter()) == 0:
+                self.store.drop()
+                self.store.remove_location()
+        except Exception:  # the failure that got us here matters more than this cleanup
+            pass
 
     def _connect(self, create: bool, check: bool) -> None:
         exists = self.store.open(None, create=False)
@@ -90,6 +143,7 @@ class KnowledgeBase:
             self.meta = self._fresh_meta()
             self.store.open(self.meta["text_dim"] + self.meta["image_dim"], create=True)
             self.store.write_meta(self.meta)
+            self.created = True
             return
         self.meta = self.store.read_meta() or {}
         if not self.meta:
@@ -99,6 +153,9 @@ class KnowledgeBase:
             raise InputError(f"the knowledge base at {self.store.location()} has schema version {version}, "
                              f"newer than this mastctl ({SCHEMA_VERSION}); upgrade mastctl")
         if version < SCHEMA_VERSION:
+            if self._write_lock is None:  # a reader meets an old store: migrating writes, so queue like a writer
+                self._lock(None, 600.0)
+                self.store.open(None, create=False)  # the latest version, now that nobody else writes
             self.migrate()
         if check:
             self.check_embedders()

@@ -14,9 +14,12 @@ similarity. Stores know nothing of embedders or records.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mastctl.errors import guard
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,39 +78,59 @@ class Hit:
     score: float
 
 
-class Store(Protocol):
-    """A place that keeps rows. ``open`` creates the collection when asked to."""
+from mastctl.protocols import Store  # noqa: E402,F401  (the contract lives with the others)
 
-    name: str
 
-    def open(self, dim: int | None, create: bool) -> bool:
-        """Connect; create the collection for vectors of ``dim`` when ``create``. False if it does not exist."""
+class GuardedStore:
+    """A store whose every call turns a library's exception (a damaged table, a bad manifest)
+    into a one-line :class:`~mastctl.errors.InputError` naming the store."""
 
-    def read_meta(self) -> dict[str, Any] | None: ...
+    def __init__(self, store: Any) -> None:
+        self._store = store
 
-    def write_meta(self, meta: dict[str, Any]) -> None: ...
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+        import inspect
 
-    def upsert(self, rows: Sequence[Row]) -> None:
-        """Insert or replace by id, as one batch."""
+        what = f"the knowledge base at {self._store.location()}"
 
-    def fetch(self, ids: Sequence[str]) -> list[Row]: ...
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with guard(what):
+                result = value(*args, **kwargs)
+            if inspect.isgenerator(result):
+                return _guarded_iter(result, what)
+            return result
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Remove these ids; how many existed."""
+        return call
 
-    def query(self, vector: np.ndarray, k: int, where: Filter) -> list[Hit]:
-        """The k rows of largest inner product with ``vector``, best first."""
 
-    def scan(self, where: Filter, batch: int = 512) -> Iterator[list[Row]]:
-        """Every row (matching ``where``), in batches, ordered by id."""
+def _guarded_iter(gen: Iterator[Any], what: str) -> Iterator[Any]:
+    while True:
+        with guard(what):
+            try:
+                item = next(gen)
+            except StopIteration:
+                return
+        yield item
 
-    def count(self, where: Filter) -> int: ...
 
-    def drop(self) -> None:
-        """Remove the collection and its metadata."""
+def folder_lock(folder: Path, collection: str) -> Path:
+    """Where a store on local disk keeps its writers' lock."""
+    return Path(folder) / f".mastctl-{collection}.lock"
 
-    def location(self) -> str:
-        """Where the data lives, for messages."""
+
+def remove_if_empty(folder: Path, collection: str) -> None:
+    """Remove a store folder that creating the store made and that holds nothing else now."""
+    import contextlib
+
+    lock = folder_lock(folder, collection)
+    with contextlib.suppress(OSError):
+        if folder.is_dir() and all(p == lock for p in folder.iterdir()):
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            folder.rmdir()
 
 
 def to_metadata(row: Row) -> dict[str, str]:
@@ -129,8 +152,6 @@ def from_metadata(row_id: str, meta: dict[str, Any], vector: Any) -> Row:
 
 def local_location(profile: Any, uri: str | None, collection: str | None) -> tuple[Any, str]:
     """(folder, collection) of a store on local disk: explicit values, else the profile's kb section."""
-    from pathlib import Path
-
     kb = profile.kb if profile is not None else None
     folder = Path(uri or (kb.uri if kb else "~/.local/share/mastctl/kb")).expanduser()
     return folder, collection or (kb.collection if kb else "cells")

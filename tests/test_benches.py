@@ -1,0 +1,50 @@
+"""Every benchmark runs from a fresh clone on a fresh machine: its smallest setting, with an empty home folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+pytestmark = pytest.mark.slow
+
+CASES = {
+    "score": ["--backend", "log", "--tiles", "1", "--size", "128", "--repeat", "1", "--skip-crc"],
+    "startup": ["--runs", "1"],
+    "ihc": ["--pairs", "1"],
+    "kb-search": ["search", "--records", "300"],
+    "kb-ingest": ["ingest", "--records", "60", "--stores", "lancedb"],
+    "kb-quality": ["quality", "--tiles", "1"],
+    "cube": ["--seeds", "0", "--epochs", "1", "--epoch-pairs", "16"],
+    "wsi": ["--size", "2048", "--workers", "1"],
+    "calibrate_morphology": ["--tiles", "2", "--size", "128", "--out", "{tmp}/model.json"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bench_runs_from_a_fresh_machine(name, tmp_path):
+    script = BENCH / f"{name.split('-')[0]}.py"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in CASES[name]]
+    home = tmp_path / "home"  # no ~/.cache, no earlier results
+    home.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MASTCTL_")}, "HOME": str(home)}
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and proc.stdout.strip()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "crc_nuclei").exists(), reason="../shared/data not present")
+def test_nuclei_cv_smoke(tmp_path):
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(BENCH / "nuclei_cv.py"), "--out", str(tmp_path / "cv"), "--recipes", "w16-b8-3k",
+                           "--inner-folds", "2", "--workers", "1", "--steps-scale", "0.002", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
