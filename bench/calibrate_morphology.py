@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mastctl import synth
-from mastctl.morphology import features as F
+from mastctl.morphology import measure
 from mastctl.morphology import training_set
 from mastctl.morphology.model import CLASSES, fit
 
@@ -52,7 +52,7 @@ def main() -> int:
     X, y = training_set(samples(args.seed, args.tiles, args.size))
     print(f"{len(X)} nuclei from {args.tiles} tiles in {time.perf_counter() - t0:.1f} s:",
           ", ".join(f"{c} {int((y == i).sum())}" for i, c in enumerate(CLASSES)))
-    model = fit(X, y, list(F.FEATURE_NAMES), kind=args.kind)
+    model = fit(X, y, list(measure.FEATURE_NAMES), kind=args.kind)
     model.neighbour_boost = 2.0
     model.mast_threshold = args.mast_threshold
     model.info.update({"trained_on": f"synthetic tiles, seeds [{args.seed}, 0..{args.tiles - 1}], {args.size} px, 0.5 and 0.25 um/px (same area)"})

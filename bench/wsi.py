@@ -22,26 +22,42 @@ from pathlib import Path
 
 import numpy as np
 
-from mastctl import imaging, metrics, registry, slides, synth, wsi
+from mastctl import detection, imaging, metrics, registry, slides, synth
 from mastctl.profile import Profile
+from mastctl.wsi import tiles, tissue
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PROFILE = Profile().model_dump(mode="json")
+PROFILE = Profile()
+
+
+def run_slide(path: Path, out: Path, **overrides) -> dict:
+    """The one detection flow on one slide (as `mastctl detect SLIDE -o OUT` runs it)."""
+    job_plan = detection.plan([path], str(out), None, slide_outputs=True, force=True)
+    result = next(detection.run(job_plan, detection.Settings.from_profile(PROFILE, **overrides)))
+    if result.error is not None:
+        raise result.error
+    return result.summary
 
 
 def svs_check(workdir: Path) -> None:
     path = DATA / "wsi" / "cmu_small_region.svs"
     out = workdir / "cmu.geojson"
-    s = wsi.process_slide(path, out, detector="morphology", options={}, profile=PROFILE, workers=2, all_cells=True)
-    tiled = [f["geometry"]["coordinates"] for f in json.loads(out.read_text())["features"]]
-    calibration = wsi.slide_calibration(slides.open_slide(path), "morphology", {}, PROFILE)
-    whole = registry.create("detector", "morphology", Profile(), **calibration).detect(imaging.load(path)).cells
+    t0 = time.perf_counter()
+    s = run_slide(path, out, workers=2, all_cells=True)
+    seconds = time.perf_counter() - t0
+    tiled = [f["geometry"]["coordinates"] for f in json.loads(out.read_text())["features"] if f["geometry"]["type"] == "Point"]
+    reader = slides.open_slide(path)
+    mask, scale = tissue.tissue_mask(reader)
+    detector = registry.create("detector", "morphology", PROFILE)
+    calibration = tiles.calibrate(reader, detector, tiles.plan_tiles(reader, mask, scale))
+    whole = registry.create("detector", "morphology", PROFILE, **calibration).detect(imaging.load(path)).cells
     m = metrics.match(tiled, [(c.x, c.y) for c in whole], 1.0)
-    W, H = s.width, s.height
+    W, H = s["width"], s["height"]
     edge = lambda x, y: min(x, y, W - x, H - y) < 50  # noqa: E731
     odd = [tiled[i] for i in m.unmatched_pred] + [(whole[j].x, whole[j].y) for j in m.unmatched_true]
-    print(f"SVS {W}x{H} @ {s.mpp} um/px: {s.tiles} tiles, {s.seconds:.1f} s; tissue {s.tissue_mm2:.2f} mm2, "
-          f"{s.mast_cells} mast cells ({s.density:.1f}/mm2), hotspot {s.hotspot['count']}")
+    c = s["summary"]
+    print(f"SVS {W}x{H} @ {s['mpp']} um/px: {s['tiles']} tiles, {seconds:.1f} s; tissue {c['tissue_mm2']:.2f} mm2, "
+          f"{c['mast_cells']} mast cells ({c['mast_cells_per_mm2']}/mm2), hotspot {(c['hotspot'] or {}).get('count')}")
     print(f"  tiled vs one image: {len(tiled)} vs {len(whole)} cells, {len(m.pairs)} the same within 1 px; "
           f"of the {len(odd)} others, {sum(edge(x, y) for x, y in odd)} lie within 25 um of the slide's edge and "
           f"{sum(not edge(x, y) for x, y in odd)} inside (where the tissue mask left out a speck)")
@@ -102,14 +118,14 @@ def main() -> int:
     print(f"  read through {type(reader).__name__}: levels {[(lv.width, lv.downsample) for lv in reader.levels]}, mpp {reader.mpp}")
     reader.close()
     t0 = time.perf_counter()
-    s = wsi.process_slide(slide, workdir / "synthetic.geojson", detector="morphology", options={}, profile=PROFILE,
-                          workers=args.workers)
+    s = run_slide(slide, workdir / "synthetic.geojson", workers=args.workers)
     wall = time.perf_counter() - t0
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"synthetic slide: {s.tiles} tissue tiles of 1024 px, {wall:.0f} s wall ({args.workers} workers), "
-          f"{s.tiles * 1024 * 1024 / 1e6 / wall:.1f} MP/s; tissue {s.tissue_mm2:.0f} mm2, {s.mast_cells} mast cells "
-          f"({s.density:.1f}/mm2), hotspot {s.hotspot['count']}")
+    c = s["summary"]
+    print(f"synthetic slide: {s['tiles']} tissue tiles of 1024 px, {wall:.0f} s wall ({args.workers} workers), "
+          f"{s['tiles'] * 1024 * 1024 / 1e6 / wall:.1f} MP/s; tissue {c['tissue_mm2']:.0f} mm2, {c['mast_cells']} mast cells "
+          f"({c['mast_cells_per_mm2']}/mm2), hotspot {(c['hotspot'] or {}).get('count')}")
     print(f"  peak RSS: main process {self_mb:.0f} MB, largest worker {child_mb:.0f} MB")
     return 0
 

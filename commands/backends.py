@@ -16,7 +16,6 @@ app = typer.Typer(help="Installed backends (detectors, stores, embedders, teache
 def list_backends(
     ctx: typer.Context,
     kind: Annotated[str | None, typer.Option("--kind", "-k", help="Only one kind: detector, store, embedder or teacher.")] = None,
-    planned: Annotated[bool, typer.Option("--planned/--no-planned", help="Also list backends this version does not ship yet.")] = False,
 ) -> None:
     """List backends: name, kind, available or why not, and who provides it.
 
@@ -28,20 +27,11 @@ def list_backends(
         ok, why = info.status()
         rows.append({"name": info.name, "kind": info.kind, "available": ok, "reason": why or None,
                      "provider": info.distribution, "target": info.target})
-    if planned:
-        have = {(r["kind"], r["name"]) for r in rows}
-        for (k, name), what in registry.PLANNED.items():
-            if (k, name) not in have and (kind is None or k == kind):
-                rows.append({"name": name, "kind": k, "available": False,
-                             "reason": f"planned: {what} is not part of this version yet", "provider": None, "target": None})
-    if out.json_mode:
-        out.data(rows)
-        return
     if not rows:
-        out.info("no backends registered")
+        out.result(rows, message="no backends registered")
         return
-    out.table(
+    out.result(rows, table=(
         None,
         ["name", "kind", "available", "provider", "note"],
         [[r["name"], r["kind"], "yes" if r["available"] else "no", r["provider"] or "", r["reason"] or ""] for r in rows],
-    )
+    ))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mastctl.cli import state
+from mastctl.commands import options as O
 from mastctl.errors import UsageError
 
 HELP = """Run several backends on the same images and score them against truth.
@@ -30,12 +31,12 @@ def compare(
     ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="Images or folders of images.", show_default=False)],
     truth: Annotated[Path, typer.Option("--truth", "-t", help="Truth: synth JSON, CSV points, QuPath GeoJSON, detections JSON, or a folder of them.", show_default=False)],
-    backends: Annotated[str | None, typer.Option("--backends", "-b", help="Comma-separated detectors (default: the profile's detect.backend).", show_default=False)] = None,
+    backends: Annotated[list[str] | None, typer.Option("--backend", "--backends", "-b", help="Detector(s) to score: repeat, or comma-separate (default: the profile's detect.backend).", show_default=False)] = None,
     radius_um: Annotated[float, typer.Option("--radius-um", min=0.1, help="Match radius in micrometres.")] = 5.0,
     radius_px: Annotated[float | None, typer.Option("--radius-px", min=0.1, help="Match radius in pixels (overrides --radius-um).", show_default=False)] = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Score every cell (nucleus detection + label confusion), not only mast cells.")] = False,
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable), e.g. detection.", show_default=False)] = None,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel for every image (overrides files).", show_default=False)] = None,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel for every image (overrides files).")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report with charts and overlays.", show_default=False)] = None,
 ) -> None:
     from mastctl import compare as compare_domain
@@ -44,7 +45,7 @@ def compare(
     st = state(ctx)
     out = st.out
     profile = st.loaded.profile
-    names = compare_domain.parse_backends(backends or profile.detect.backend)
+    names = compare_domain.parse_backends(",".join(backends) if backends else profile.detect.backend)
     if report is not None and report.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--report writes HTML; name it *.html (got {report})")
     truth_sets = truth_domain.load_truth(truth, classes=truth_class)
@@ -68,9 +69,9 @@ def compare(
         write_html(result, report)
         out.info(f"report: {report}")
     if out.json_mode:
-        out.data(result.to_dict())
-        return
-    _print_table(out, result)
+        out.result(result.to_dict())
+    else:
+        _print_table(out, result)
 
 
 HEADINGS = {"precision": "P [95% CI]", "recall": "R [95% CI]", "f1": "F1 [95% CI]", "explicit_recall": "explicit R",

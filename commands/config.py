@@ -36,10 +36,7 @@ def init(
     from mastctl.writers import atomic_write
 
     atomic_write(path, lambda fh: fh.write(text.encode()))
-    if out.json_mode:
-        out.data({"written": str(path)})
-    else:
-        out.info(f"wrote {path}; edit it, then check it with `mastctl config validate {path}`")
+    out.result({"written": str(path)}, message=f"wrote {path}; edit it, then check it with `mastctl config validate {path}`")
 
 
 @app.command("show")
@@ -79,7 +76,11 @@ def validate(
     if file is not None and not file.is_file():
         raise ConfigError(f"profile {file} does not exist" if not file.exists() else f"profile {file} is not a file")
     text = file.read_text(encoding="utf-8") if file else ""
-    _, problems = parse_profile_text(text, file, os.environ)
+    profile, problems = parse_profile_text(text, file, os.environ)
+    if not problems:  # a valid YAML profile: does this installation know what it names?
+        from mastctl.registry import check_profile
+
+        problems = check_profile(profile)
     name = str(file) if file else "built-in defaults"
     if st.out.json_mode:
         st.out.data({"profile": name, "valid": not problems, "errors": problems})

@@ -99,13 +99,11 @@ def train(
 
 
 def _print_scores(st, test: dict, title: str, extra: dict | None = None) -> None:
-    if st.out.json_mode:
-        st.out.data(extra if extra is not None else test)
-        return
     rows = [[name, f"{test[name]['qa_similarity']:.3f}", f"{test[name]['retrieval_at_1']:.3f}", f"{test[name]['retrieval_at_5']:.3f}"]
             for name in ("cube", "identity", "ridge")]
-    st.out.table(f"{title}\ntest split: {test['test_items']} questions, {test['test_answers']} answers",
-                 ["model", "Q->A similarity", "retrieval@1", "retrieval@5"], rows)
+    st.out.result(extra if extra is not None else test,
+                  table=(f"{title}\ntest split: {test['test_items']} questions, {test['test_answers']} answers",
+                         ["model", "Q->A similarity", "retrieval@1", "retrieval@5"], rows))
 
 
 @app.command("eval")
@@ -137,10 +135,8 @@ def predict(
 
     st = state(ctx)
     hits = run.predict(run_dir, st.loaded.profile, text, k, _cache(cache))
-    if st.out.json_mode:
-        st.out.data([{"answer": a, "score": round(s, 4)} for a, s in hits])
-        return
-    st.out.table(None, ["score", "answer"], [[f"{s:.3f}", a] for a, s in hits])
+    st.out.result([{"answer": a, "score": round(s, 4)} for a, s in hits],
+                  table=(None, ["score", "answer"], [[f"{s:.3f}", a] for a, s in hits]))
 
 
 @app.command("info")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mastctl.cli import state
+from mastctl.commands import options as O
 from mastctl.errors import UsageError
 
 app = typer.Typer(help="Learn from annotated images: `morphology` fits the default detector's classifier, `nuclei` its nucleus finder; `prepare` and `train` fine-tune a VLM with LoRA.", no_args_is_help=True)
@@ -21,7 +22,7 @@ def morphology(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (JSON).", show_default=False)],
     kind: Annotated[str, typer.Option("--kind", help="gbm (gradient-boosted trees) or logistic.")] = "gbm",
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel when files carry none.")] = None,
     normalize: Annotated[bool, typer.Option("--normalize", help="Re-stain images to the reference H&E before learning (and when detecting with this model).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
 ) -> None:
@@ -53,13 +54,10 @@ def morphology(
                                                on_image=lambda p: bar.advance(task))
     model.info["trained_on"] = f"{len(paths)} images, truth {truth}"
     model.save(output)
-    if out.json_mode:
-        out.data({"model": str(output), **model.info})
-        return
     hold = model.info["holdout"]
     counts = ", ".join(f"{k} {v}" for k, v in model.info["per_class"].items())
-    out.info(f"wrote {output}: {kind}, {model.info['samples']} nuclei ({counts})")
-    out.info(f"held-out accuracy {hold['accuracy']:.3f}, calibration error {hold['expected_calibration_error']:.3f} "
+    out.result({"model": str(output), **model.info}, message=f"wrote {output}: {kind}, {model.info['samples']} nuclei ({counts})\n"
+               f"held-out accuracy {hold['accuracy']:.3f}, calibration error {hold['expected_calibration_error']:.3f} "
              f"on {hold['samples']} nuclei; use it with: mastctl detect IMAGE --option model={output}")
 
 
@@ -73,9 +71,9 @@ def nuclei(
     width: Annotated[int, typer.Option("--width", min=4, max=64, help="Channels of the U-Net's first level.")] = 16,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Patches per training step.")] = 8,
     folds: Annotated[int, typer.Option("--folds", min=0, help="Choose the peak threshold on K-fold out-of-fold maps of every image (K+1 fits) instead of a held-out fifth; 0: hold out.")] = 0,
-    device: Annotated[str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu or cuda.")] = "auto",
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps (default: the profile's gpu_settings).", show_default=False)] = None,
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel when files carry none.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
 ) -> None:
@@ -105,7 +103,7 @@ def nuclei(
         raise UsageError("too little to learn from: need images whose names match the truth, with at least 20 nuclei in all")
     if folds == 1 or folds > len(examples):
         raise UsageError(f"--folds {folds}: use 0 (hold out a fifth) or 2 to {len(examples)} (the number of images)")
-    dev = nucleinet.device_for(device)
+    dev = nucleinet.device_for(device, state(ctx).loaded.profile.gpu_settings)
     total = steps * (folds + 1 if folds else 1)
     with out.progress(total) as bar:
         task = bar.add_task(f"training ({dev})", total=total)
@@ -113,10 +111,7 @@ def nuclei(
                             on_step=lambda i, loss: bar.advance(task))
     net.info["trained_on"] = f"{len(examples)} images, truth {truth}"
     net.save(output)
-    if out.json_mode:
-        out.data({"model": str(output), "peak_threshold": net.peak_threshold, **net.info})
-        return
-    out.info(f"wrote {output}: {len(examples)} images, {sum(len(e.points) for e in examples)} nuclei, {steps} steps; "
+    out.result({"model": str(output), "peak_threshold": net.peak_threshold, **net.info}, message=f"wrote {output}: {len(examples)} images, {sum(len(e.points) for e in examples)} nuclei, {steps} steps; "
              f"peak threshold {net.peak_threshold} (F1 {net.info['val_f1']:.3f} within 3 um on "
              f"{net.info['threshold_chosen_on']}); use it with: mastctl detect IMAGE -O nuclei={output}")
 
@@ -133,7 +128,7 @@ def prepare(
     augment: Annotated[int, typer.Option("--augment", min=0, help="Augmented copies per training tile.")] = 2,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of source images held out.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel when files carry none.")] = None,
 ) -> None:
     """Turn annotated images into a VLM data set: tiles + one conversation each, in the model's coordinate convention.
 
@@ -145,10 +140,7 @@ def prepare(
     out = state(ctx).out
     meta = run_prepare(images, truth, model, output, tile_um=tile_um, tile_mpp=tile_mpp, augment_copies=augment,
                        val_fraction=val_fraction, seed=seed, mpp=mpp)
-    if out.json_mode:
-        out.data(meta)
-        return
-    out.info(f"wrote {output}: {meta['train']} training and {meta['val']} validation conversations from "
+    out.result(meta, message=f"wrote {output}: {meta['train']} training and {meta['val']} validation conversations from "
              f"{meta['train_images']} + {meta['val_images']} images ({meta['mast_cell_points']} mast-cell points in the original tiles; edge tiles overlap), {model} convention")
 
 
@@ -202,10 +194,7 @@ def train(
                 bar.update(task, description=f"epoch {record['epoch']} loss {record['loss']:.4f}")
 
         info = run_train(data, base, output, lora, settings, resume=resume, on_step=on_step)
-    if st.out.json_mode:
-        st.out.data(info)
-        return
     last = info["history"][-1]
-    st.out.info(f"wrote adapter {output} ({info['family']}, {len(info['history'])} epochs, last train loss "
+    st.out.result(info, message=f"wrote adapter {output} ({info['family']}, {len(info['history'])} epochs, last train loss "
                 f"{last['train_loss']:.4f}); detect with: mastctl detect IMAGE --backend "
                 f"{'llava' if info['family'] == 'llava' else 'qwen'} -O adapter={output}")

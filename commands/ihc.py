@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mastctl.cli import state
-from mastctl.errors import InputError, MastctlError, UsageError
+from mastctl.commands import options as O
+from mastctl.errors import UsageError
+from mastctl import scale
+from mastctl.scale import working
 
 app = typer.Typer(help="IHC (tryptase, CD117, Ki67...): DAB-positive cells, H&E<->IHC registration, label transfer.",
                   no_args_is_help=True)
@@ -30,11 +33,11 @@ def detect(
     ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="IHC images or folders.", show_default=False)],
     output: Annotated[str | None, typer.Option("--output", "-o", help="Output file (one image) or folder (several, or ending in /).", show_default=False)] = None,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="json | csv | geojson | overlay.", show_default=False)] = None,
+    fmt: O.FormatOption = None,
     marker: Annotated[str, typer.Option("--marker", help=MARKER_HELP)] = "tryptase",
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Add the negative cells (needed for a positive %).")] = False,
     dab_threshold: Annotated[float | None, typer.Option("--dab-threshold", min=0.0, help="Fixed mean-DAB OD for positive (default: adaptive).", show_default=False)] = None,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel (overrides files).", show_default=False)] = None,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel (overrides files).")] = None,
 ) -> None:
     """DAB-positive cells, written like `mastctl detect`; positive % with --all-cells.
 
@@ -46,31 +49,25 @@ def detect(
 
     st = state(ctx)
     out = st.out
-    settings = st.loaded.profile.detect
-    job_plan = detection.plan(images, output, fmt, settings.format)
+    profile = st.loaded.profile
+    if out.json_mode and output is None and fmt is not None and fmt is not O.Format.json:
+        raise UsageError(f"--json prints JSON on stdout, and --format {fmt.value} asks for {fmt.value} there: drop one, "
+                         f"or write the {fmt.value} to a file with -o")
+    job_plan = detection.plan(images, output, fmt.value if fmt else None, profile.detect.format)
     detector = DabDetector(_marker(marker), dab_threshold, all_cells)
-    no_filter = settings.thresholds.model_copy(update={"explicit": 0.0, "implicit": 0.0, "other": 0.0})
-    outcomes = list(detection.run(detector, job_plan, mpp=mpp, default_mpp=settings.mpp, max_pixels=settings.max_pixels,
-                                  thresholds=no_filter, all_cells=True))
-    for o in outcomes:
-        if o.error is not None:
-            typer.echo(f"mastctl: error: {o.error}", err=True)
-    rows = [{"image": str(o.job.image), "output": str(o.job.output) if o.job.output else None,
-             **positive_summary(o.detections)} for o in outcomes if o.detections is not None]
-    if job_plan.jobs[0].output is None:
-        from mastctl import writers
-        import sys
+    settings = detection.Settings.from_profile(profile, backend=detector.name, mpp=mpp, all_cells=True)
+    settings = dataclasses.replace(settings, thresholds=None)  # every positive the detector reports
+    import sys
 
-        done = [o.detections for o in outcomes if o.detections is not None]
-        if done:
-            writers.dump(done, "json" if out.json_mode else job_plan.fmt, sys.stdout, all_cells=True)
-    elif out.json_mode:
-        out.data(rows)
-    else:
+    results = list(detection.run(job_plan, settings, detector=detector, stream=sys.stdout, collect=True,
+                                 on_result=lambda r: r.error is not None and out.error(str(r.error))))
+    rows = [{"image": str(r.job.image), "output": str(r.job.output) if r.job.output else None,
+             **positive_summary(r.detections)} for r in results if r.detections is not None]
+    if not job_plan.to_stdout:  # (to stdout, the detections themselves are the result)
         pct = (lambda r: "" if not all_cells or r["positive_pct"] is None else f"{r['positive_pct']:.1f}")
-        out.table(None, ["image", "cells" if all_cells else "positive cells", "positive", "positive %", "written to"],
-                  [[r["image"], r["cells"], r["positive"], pct(r), r["output"]] for r in rows])
-    if any(o.error is not None for o in outcomes):
+        out.result(rows, table=(None, ["image", "cells" if all_cells else "positive cells", "positive", "positive %", "written to"],
+                                [[r["image"], r["cells"], r["positive"], pct(r), r["output"]] for r in rows]))
+    if any(r.error is not None for r in results):
         raise typer.Exit(3)
 
 
@@ -82,7 +79,8 @@ def register(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the transform as JSON.", show_default=False)] = None,
     max_rotation: Annotated[float, typer.Option("--max-rotation", min=0.0, max=180.0, help="Largest rotation searched, degrees.")] = 180.0,
     rigid: Annotated[bool, typer.Option("--rigid", help="Rigid only (no affine refinement).")] = False,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel of both, when files carry none.", show_default=False)] = None,
+    weak: Annotated[bool, typer.Option("--accept-weak", help="Keep a registration that is not clearly better than chance (whole sections at low magnification, where only the outline matches); the correlation and overlap limits still hold.")] = False,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel of both, when files carry none.")] = None,
 ) -> None:
     """Register H&E onto IHC: rigid then affine; prints the transform and a quality score.
 
@@ -94,9 +92,10 @@ def register(
     st = state(ctx)
     out = st.out
     a, b = imaging.load(he, max_pixels=st.loaded.profile.detect.max_pixels), imaging.load(ihc, max_pixels=st.loaded.profile.detect.max_pixels)
-    mpp_he = mpp or a.mpp or st.loaded.profile.detect.mpp or 0.5
+    mpp_he = working(scale.resolve(mpp, a.mpp, st.loaded.profile.detect.mpp)[0])
     mpp_ihc = mpp or b.mpp or mpp_he
-    reg = register_pair(a.pixels, b.pixels, mpp_he, mpp_ihc, max_rotation_deg=max_rotation, affine=not rigid)
+    reg = register_pair(a.pixels, b.pixels, mpp_he, mpp_ihc, max_rotation_deg=max_rotation, affine=not rigid,
+                        significance=not weak)
     doc = {"he": str(he), "ihc": str(ihc), **reg.to_dict()}
     if output is not None:
         import json
@@ -105,13 +104,11 @@ def register(
 
         text = json.dumps(doc, indent=1) + "\n"
         atomic_write(output, lambda fh: fh.write(text.encode()))
-    if out.json_mode:
-        out.data(doc)
-        return
     m = reg.matrix
-    out.text(f"rotation {reg.rotation_deg:.2f} deg, translation ({m[0, 2]:.1f}, {m[1, 2]:.1f}) px\n"
+    out.result(doc, text=f"rotation {reg.rotation_deg:.2f} deg, translation ({m[0, 2]:.1f}, {m[1, 2]:.1f}) px\n"
              f"matrix  [[{m[0, 0]:.5f}, {m[0, 1]:.5f}, {m[0, 2]:.2f}], [{m[1, 0]:.5f}, {m[1, 1]:.5f}, {m[1, 2]:.2f}]]  (H&E px -> IHC px)\n"
-             f"quality: correlation {reg.ncc_before:.3f} before -> {reg.ncc:.3f} after; overlap {reg.overlap:.0%}")
+             f"quality: correlation {reg.ncc_before:.3f} before -> {reg.ncc:.3f} after; overlap {reg.overlap:.0%}"
+             + ("" if reg.ncc_null is None else f"; chance (the IHC rearranged) reaches {reg.ncc_null:.3f}"))
 
 
 @app.command("transfer")
@@ -123,7 +120,7 @@ def transfer(
     pairs: Annotated[Path | None, typer.Option("--pairs", help="CSV with columns he, ihc: a batch, resumable.", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="H&E detector (default: the profile's).", show_default=False)] = None,
     marker: Annotated[str, typer.Option("--marker", help=MARKER_HELP)] = "tryptase",
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel when files carry none.", show_default=False)] = None,
+    mpp: Annotated[float | None, O.mpp("Micrometres per pixel when files carry none.")] = None,
 ) -> None:
     """IHC-positive cells onto H&E coordinates: labels for compare and finetune, no clicking.
 
@@ -135,8 +132,8 @@ def transfer(
     Examples:  mastctl ihc transfer he.png ihc.png -o labels.json
                mastctl ihc transfer --pairs pairs.csv -o labels/      (skips pairs already done)
     """
-    from mastctl import imaging, registry
-    from mastctl.ihc import transfer as transfer_pair
+    from mastctl import detection, registry
+    from mastctl.ihc import PairJob, pair_jobs, run_pairs
 
     st = state(ctx)
     out = st.out
@@ -147,68 +144,24 @@ def transfer(
         raise UsageError("give either HE IHC or --pairs, not both")
     if pairs is None and not (he and ihc):
         raise UsageError("give an H&E and an IHC image, or --pairs pairs.csv")
-    jobs = _read_pairs(pairs, output) if pairs is not None else [(he, ihc, output)]
-    detector = registry.create("detector", backend or profile.detect.backend, profile)
-    max_pixels = profile.detect.max_pixels
-    rows, failed = [], 0
-    todo = [j for j in jobs if pairs is None or not j[2].exists()]
+    jobs = pair_jobs(pairs, output) if pairs is not None else [PairJob(he, ihc, output)]
+    settings = detection.Settings.from_profile(profile, backend=backend, mpp=mpp, all_cells=True)
+    detector = registry.create("detector", settings.backend, profile)
+    todo = [j for j in jobs if pairs is None or not j.output.exists()]
     if pairs is not None and len(todo) < len(jobs):
         out.info(f"{len(jobs) - len(todo)} of {len(jobs)} pairs already done; resuming")
+    failed = []
     with out.progress(len(todo)) as bar:
         task = bar.add_task("transfer", total=len(todo))
-        for he_path, ihc_path, target in todo:
-            try:
-                a = imaging.load(he_path, mpp=mpp, max_pixels=max_pixels)
-                b = imaging.load(ihc_path, mpp=mpp, max_pixels=max_pixels)
-                result = transfer_pair(a, b, detector, marker=_marker(marker))
-                _write_json(target, result.to_dict())
-                s = result.detections.summary()
-                rows.append({"he": str(he_path), "ihc": str(ihc_path), "output": str(target), "mast_cells": s.mast_cells,
-                             "explicit": s.explicit, "implicit": s.implicit, "ihc_positive": result.ihc_positive,
-                             "likely_false_positives": len(result.likely_false_positives),
-                             "registration_quality": round(result.registration.ncc, 3)})
-            except MastctlError as exc:
-                if pairs is None:
-                    raise
-                failed += 1
-                typer.echo(f"mastctl: error: {he_path} + {ihc_path}: {exc}", err=True)
-            bar.advance(task)
-    if out.json_mode:
-        out.data(rows)
-    elif rows:
-        out.table(None, ["H&E", "mast cells", "explicit", "implicit", "IHC+", "H&E-only", "quality", "written to"],
-                  [[r["he"], r["mast_cells"], r["explicit"], r["implicit"], r["ihc_positive"], r["likely_false_positives"],
-                    r["registration_quality"], r["output"]] for r in rows])
+
+        def on_error(job, exc):
+            failed.append(job)
+            out.error(f"{job.he} + {job.ihc}: {exc}")
+
+        rows = run_pairs(todo, settings, detector, marker=_marker(marker), keep_going=pairs is not None,
+                         on_error=on_error, on_done=lambda job: bar.advance(task))
+    out.result(rows, table=(None, ["H&E", "mast cells", "explicit", "implicit", "IHC+", "H&E-only", "quality", "written to"],
+                            [[r["he"], r["mast_cells"], r["explicit"], r["implicit"], r["ihc_positive"], r["likely_false_positives"],
+                              r["registration_quality"], r["output"]] for r in rows]))
     if failed:
         raise typer.Exit(3)
-
-
-def _read_pairs(pairs: Path, folder: Path) -> list[tuple[Path, Path, Path]]:
-    if not pairs.is_file():
-        raise InputError(f"{pairs}: no such pairs file")
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"-o {folder}: with --pairs, -o is a folder")
-    with open(pairs, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"he", "ihc"} <= {k.strip().lower() for k in rows[0]}:
-        raise InputError(f"{pairs}: needs columns he, ihc")
-    base = pairs.parent
-    jobs, seen = [], set()
-    for row in rows:
-        row = {k.strip().lower(): (v or "").strip() for k, v in row.items()}
-        he, ihc = (base / row["he"]), (base / row["ihc"])
-        target = folder / f"{he.stem}.json"
-        if target in seen:
-            raise UsageError(f"two pairs would write {target}: H&E images need distinct names")
-        seen.add(target)
-        jobs.append((he, ihc, target))
-    return jobs
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    import json
-
-    from mastctl.writers import atomic_write
-
-    text = json.dumps(doc, indent=1) + "\n"
-    atomic_write(path, lambda fh: fh.write(text.encode()))

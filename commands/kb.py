@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mastctl.cli import state
+from mastctl.commands import options as O
 from mastctl.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -22,17 +23,30 @@ Uri = Annotated[str | None, typer.Option("--kb", help="Store location: a folder,
 Types = Annotated[list[str] | None, typer.Option("--type", help="Only this type: explicit, implicit, negative (repeatable).", show_default=False)]
 Labels = Annotated[list[str] | None, typer.Option("--label", help="Only this label, e.g. lymphocyte (repeatable).", show_default=False)]
 Difficulty = Annotated[list[str] | None, typer.Option("--difficulty", help="Only easy, medium or hard (repeatable).", show_default=False)]
-Mpp = Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel of the images (overrides files).", show_default=False)]
+Mpp = Annotated[float | None, O.mpp("Micrometres per pixel of the images (overrides files).")]
 
 
-def _open(ctx: typer.Context, store: str | None, uri: str | None, create: bool = False, check: bool = True) -> KnowledgeBase:
-    from mastctl.kb.service import KnowledgeBase
-
+def _profile(ctx: typer.Context, store: str | None, uri: str | None):
     profile = state(ctx).loaded.profile
     update = {k: v for k, v in (("store", store), ("uri", uri)) if v}
     if update:
         profile = profile.model_copy(update={"kb": profile.kb.model_copy(update=update)})
-    return KnowledgeBase.open(profile, create=create, check=check)
+    return profile
+
+
+def _open(ctx: typer.Context, store: str | None, uri: str | None, check: bool = True) -> KnowledgeBase:
+    """A reader's knowledge base (no lock)."""
+    from mastctl.kb.service import KnowledgeBase
+
+    return KnowledgeBase.open(_profile(ctx, store, uri), check=check)
+
+
+def _writing(ctx: typer.Context, store: str | None, uri: str | None, create: bool = False, check: bool = True):
+    """A writer's knowledge base: it waits for any other writer of the same store, and a store
+    it created is removed again when the command fails before storing anything."""
+    from mastctl.kb.service import KnowledgeBase
+
+    return KnowledgeBase.session(_profile(ctx, store, uri), create=create, check=check, on_wait=state(ctx).out.info)
 
 
 def _filter(types: list[str] | None = None, labels: list[str] | None = None, difficulty: list[str] | None = None):
@@ -57,10 +71,7 @@ def _summary(record: CellRecord) -> list[Any]:
 
 def _write_report(ctx: typer.Context, result, what: str) -> None:
     st = state(ctx)
-    if st.out.json_mode:
-        st.out.data(result.to_dict())
-    else:
-        st.out.info(f"{what}: {result.added} added, {result.updated} updated, {result.unchanged} unchanged")
+    st.out.result(result.to_dict(), message=f"{what}: {result.added} added, {result.updated} updated, {result.unchanged} unchanged")
 
 
 @app.command("add")
@@ -91,13 +102,14 @@ def add(
     Examples:  mastctl kb add --image tile.png --x 195 --y 190 --type explicit --insight "dirty halo"
                mastctl kb add --file records.yaml
     """
+    from mastctl.kb import sources as S
     from mastctl.kb.records import parse
 
     raws: list[dict[str, Any]]
     if file is not None:
         if any(v is not None for v in (record_id, rtype, label, image, x, y)):
             raise UsageError("give either --file or the record's flags, not both")
-        raws = _read_records_file(file)
+        raws = S.read_records_file(file)
         where = str(file)
     else:
         if rtype is None:
@@ -113,60 +125,14 @@ def add(
                                                                       "location": location},
                  "insights": list(insight or []), "source": source}]
         where = "record"
-    kb = _open(ctx, store, uri, create=True)
-    records = []
-    for n, raw in enumerate(raws, start=1):
-        raw = {k: v for k, v in raw.items() if v is not None}
-        records.append(_with_crop(kb, parse(_derive_id(raw), where=f"{where} #{n}" if len(raws) > 1 else where),
-                                  file.parent if file else Path.cwd(), mpp))
-    result = kb.upsert(records)
+    with _writing(ctx, store, uri, create=True) as kb:
+        records = []
+        for n, raw in enumerate(raws, start=1):
+            raw = {k: v for k, v in raw.items() if v is not None}
+            records.append(S.with_crop(kb.crop_um, parse(S.with_derived_id(raw), where=f"{where} #{n}" if len(raws) > 1 else where),
+                                      file.parent if file else Path.cwd(), mpp))
+        result = kb.upsert(records)
     _write_report(ctx, result, f"kb add ({kb.store.location()})")
-
-
-def _read_records_file(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
-    items = data if isinstance(data, list) else [data]
-    if not items or not all(isinstance(i, dict) for i in items):
-        raise InputError(f"{path}: expected a record (a mapping) or a list of records")
-    return items
-
-
-def _derive_id(raw: dict[str, Any]) -> dict[str, Any]:
-    if raw.get("id") or not raw.get("image_path") or not isinstance(raw.get("coordinates"), dict):
-        return raw
-    from mastctl.kb.sources import record_id
-    from mastctl.truth import image_key
-
-    return {**raw, "id": record_id(image_key(raw["image_path"]), raw["coordinates"]["x"], raw["coordinates"]["y"])}
-
-
-def _with_crop(kb: KnowledgeBase, record: CellRecord, base: Path, mpp: float | None) -> CellRecord:
-    """A record naming an image and a point gets its crop (and mpp) from the image, unless it has one."""
-    if record.crop_png is not None or not record.image_path or record.coordinates is None:
-        return record
-    from mastctl import imaging
-    from mastctl.kb import crops as C
-
-    path = Path(record.image_path)
-    if not path.is_absolute() and not path.exists():
-        path = base / path
-    image = imaging.load(path, mpp=mpp or record.mpp)
-    use_mpp = mpp or record.mpp or image.mpp
-    if not use_mpp:
-        raise InputError(f"{path}: resolution unknown; give --mpp")
-    crop = C.cut(image.pixels, use_mpp, record.coordinates.x, record.coordinates.y, kb.crop_um)
-    return record.model_copy(update={"crop_png": C.to_png(crop), "crop_um": kb.crop_um, "mpp": use_mpp})
 
 
 @app.command("ingest")
@@ -200,31 +166,33 @@ def ingest(
     for p in sources:
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
-    kb = _open(ctx, store, uri, create=True)
-    folders = list(images or [])
-    n_workers = workers or min(4, os.cpu_count() or 1)
-    total = WriteResult()
-    with st.out.progress(len(sources), unit="files") as bar:
-        task = bar.add_task("ingest", total=len(sources))
-        for path in sources:
-            if path.suffix.lower() == ".jsonl":
-                total += kb.upsert(_with_crop(kb, r, path.parent, mpp) for r in read_jsonl(path))
-            else:
-                if from_analysis:
-                    batches = S.analysis_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um)
+    with _writing(ctx, store, uri, create=True) as kb:
+        folders = list(images or [])
+        n_workers = workers or min(4, os.cpu_count() or 1)
+        total = WriteResult()
+        n_images = sum(S.images_in(p, from_analysis) for p in sources)
+        with st.out.progress(n_images, unit="images") as bar:
+            task = bar.add_task("ingest", total=n_images)
+            for path in sources:
+                if path.suffix.lower() == ".jsonl":
+                    total += kb.upsert(S.with_crop(kb.crop_um, r, path.parent, mpp) for r in read_jsonl(path))
+                    bar.advance(task)
                 else:
-                    batches = S.truth_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um,
-                                              include_negatives=not mast_only, source=source, workers=n_workers)
-                def pairs(batches=batches):  # every image's cells, written in full batches across images
-                    for image_path, records, vectors in batches:
-                        st.out.detail(f"{image_path}: {len(records)} cells")
-                        for record, vector in zip(records, vectors):
-                            if source and from_analysis:
-                                record = record.model_copy(update={"source": source})
-                            yield record, vector
+                    if from_analysis:
+                        batches = S.analysis_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um)
+                    else:
+                        batches = S.truth_batches(path, folders, embedder=kb.image_embedder(), mpp=mpp, crop_um=kb.crop_um,
+                                                  include_negatives=not mast_only, source=source, workers=n_workers)
+                    def pairs(batches=batches):  # every image's cells, written in full batches across images
+                        for image_path, records, vectors in batches:
+                            st.out.detail(f"{image_path}: {len(records)} cells")
+                            bar.advance(task)
+                            for record, vector in zip(records, vectors):
+                                if source and from_analysis:
+                                    record = record.model_copy(update={"source": source})
+                                yield record, vector
 
-                total += kb.upsert_pairs(pairs())
-            bar.advance(task)
+                    total += kb.upsert_pairs(pairs())
     _write_report(ctx, total, f"kb ingest ({kb.store.location()})")
 
 
@@ -267,11 +235,9 @@ def search(
             raise InputError(f"{cell[0]}: resolution unknown; give --mpp")
         crop = C.cut(img.pixels, mpp or img.mpp, cell[1], cell[2], kb.crop_um)
     hits = kb.search(text=text, crop=crop, k=k, where=where, text_weight=text_weight)
-    if st.out.json_mode:
-        st.out.data([{"score": round(h.score, 4), **h.record.to_json_dict(crop=False)} for h in hits])
-        return
-    st.out.table(f"{len(hits)} nearest of {kb.count()} records", ["score", "id", "type", "difficulty", "confidence", "image", "x,y"],
-                 [[f"{h.score:.3f}", *_summary(h.record)] for h in hits])
+    st.out.result([{"score": round(h.score, 4), **h.record.to_json_dict(crop=False)} for h in hits],
+                  table=(f"{len(hits)} nearest of {kb.count()} records", ["score", "id", "type", "difficulty", "confidence",
+                         "image", "x,y"], [[f"{h.score:.3f}", *_summary(h.record)] for h in hits]))
 
 
 @app.command("show")
@@ -321,12 +287,9 @@ def list_records(
         if limit and len(records) >= limit:
             break
         records.append(record)
-    if st.out.json_mode:
-        st.out.data([r.to_json_dict(crop=False) for r in records])
-        return
-    total = kb.count(where)
-    st.out.table(f"{len(records)} of {total} records", ["id", "type", "difficulty", "confidence", "image", "x,y"],
-                 [_summary(r) for r in records])
+    st.out.result([r.to_json_dict(crop=False) for r in records],
+                  table=(f"{len(records)} of {kb.count(where)} records", ["id", "type", "difficulty", "confidence", "image", "x,y"],
+                         [_summary(r) for r in records]))
 
 
 @app.command("delete")
@@ -341,14 +304,11 @@ def delete(
     Example:  mastctl kb delete synth_s9_0000-x195-y190
     """
     st = state(ctx)
-    kb = _open(ctx, store, uri, check=False)
-    existing = {r.id for r in kb.store.fetch(ids)}
-    deleted = kb.delete([i for i in ids if i in existing])
+    with _writing(ctx, store, uri, check=False) as kb:
+        existing = {r.id for r in kb.store.fetch(ids)}
+        deleted = kb.delete([i for i in ids if i in existing])
     missing = [i for i in ids if i not in existing]
-    if st.out.json_mode:
-        st.out.data({"deleted": deleted, "not_found": missing})
-    else:
-        st.out.info(f"deleted {deleted} record(s)")
+    st.out.result({"deleted": deleted, "not_found": missing}, message=f"deleted {deleted} record(s)")
     if missing:
         raise InputError(f"no record {missing[0]!r}" + (f" (and {len(missing) - 1} more unknown ids)" if len(missing) > 1 else ""))
 
@@ -370,10 +330,7 @@ def export(
     st = state(ctx)
     kb = _open(ctx, store, uri, check=False)
     n = kb.export(output, _filter(types, labels, difficulty))
-    if st.out.json_mode:
-        st.out.data({"exported": n, "file": str(output)})
-    else:
-        st.out.info(f"exported {n} records to {output}")
+    st.out.result({"exported": n, "file": str(output)}, message=f"exported {n} records to {output}")
 
 
 @app.command("import")
@@ -391,8 +348,8 @@ def import_records(
 
     if not file.is_file():
         raise InputError(f"{file}: no such file")
-    kb = _open(ctx, store, uri, create=True)
-    result = kb.upsert(read_jsonl(file), keep_times=True)
+    with _writing(ctx, store, uri, create=True) as kb:
+        result = kb.upsert(read_jsonl(file), keep_times=True)
     _write_report(ctx, result, f"kb import ({kb.store.location()})")
 
 
@@ -401,25 +358,18 @@ def stats(ctx: typer.Context, store: Store = None, uri: Uri = None) -> None:
     """How many records of each type, label, difficulty and source; the embedders used."""
     st = state(ctx)
     data = _open(ctx, store, uri, check=False).stats()
-    if st.out.json_mode:
-        st.out.data(data)
-        return
-    st.out.text(f"{data['records']} records in {data['location']} (schema {data['schema_version']}; text: "
-                f"{data['text_embedder']}, image: {data['image_embedder']}, crops {data['crop_um']} µm)")
-    for name in ("by_type", "by_label", "by_difficulty", "by_source"):
-        st.out.text(f"  {name[3:]}: " + (", ".join(f"{k} {v}" for k, v in data[name].items()) or "-"))
+    lines = [f"{data['records']} records in {data['location']} (schema {data['schema_version']}; text: "
+             f"{data['text_embedder']}, image: {data['image_embedder']}, crops {data['crop_um']} µm)"]
+    lines += [f"  {name[3:]}: " + (", ".join(f"{k} {v}" for k, v in data[name].items()) or "-")
+              for name in ("by_type", "by_label", "by_difficulty", "by_source")]
+    st.out.result(data, text="\n".join(lines))
 
 
 @app.command("reindex")
 def reindex(ctx: typer.Context, store: Store = None, uri: Uri = None) -> None:
     """Re-embed every record with the profile's embedders (after changing them)."""
     st = state(ctx)
-    kb = _open(ctx, store, uri, check=False)
-    total = kb.count()
-    with st.out.progress(total, unit="records") as bar:
-        task = bar.add_task("reindex", total=total)
+    with _writing(ctx, store, uri, check=False) as kb, st.out.progress(kb.count(), unit="records") as bar:
+        task = bar.add_task("reindex", total=kb.count())
         n = kb.reindex(on_batch=lambda k: bar.advance(task, k))
-    if st.out.json_mode:
-        st.out.data({"reindexed": n})
-    else:
-        st.out.info(f"reindexed {n} records with {kb.text_name} + {kb.image_name}")
+    st.out.result({"reindexed": n}, message=f"reindexed {n} records with {kb.text_name} + {kb.image_name}")

@@ -46,7 +46,5 @@ def synth(
     with out.progress(n) as bar:
         task = bar.add_task("render", total=n)
         written = synth_domain.generate(out_dir, n, seed, options, on_tile=lambda i: bar.advance(task))
-    if out.json_mode:
-        out.data([{k: str(v) for k, v in paths.items()} for paths in written])
-    else:
-        out.info(f"wrote {len(written)} tile pairs to {out_dir} ({size} px, {mpp} um/px, seed {seed})")
+    out.result([{k: str(v) for k, v in paths.items()} for paths in written],
+               message=f"wrote {len(written)} tile pairs to {out_dir} ({size} px, {mpp} um/px, seed {seed})")

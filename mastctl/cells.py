@@ -17,8 +17,59 @@ from mastctl.errors import InputError
 
 SCHEMA = "mastctl/detections@1"
 
+# --------------------------------------------------------------------------- the vocabulary (its one home)
+
 LABELS = ("mast_cell", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other")
 KINDS = ("explicit", "implicit")
+LOOK_ALIKES = LABELS[1:]  # every label that is not a mast cell (a knowledge base's "negative" records)
+
+
+@dataclass(frozen=True)
+class CellClass:
+    """How one (label, kind) is named and drawn everywhere: QuPath's class name and colour."""
+
+    label: str
+    kind: str | None
+    qupath: str  # QuPath classification name ("Mast cell: Explicit": a derived class)
+    color: tuple[int, int, int]
+
+
+CELL_CLASSES: tuple[CellClass, ...] = (
+    CellClass("mast_cell", "explicit", "Mast cell: Explicit", (230, 0, 230)),
+    CellClass("mast_cell", "implicit", "Mast cell: Implicit", (255, 140, 0)),
+    CellClass("mast_cell", None, "Mast cell", (220, 20, 60)),
+    CellClass("lymphocyte", None, "Lymphocyte", (30, 144, 255)),
+    CellClass("plasma_cell", None, "Plasma cell", (138, 43, 226)),
+    CellClass("fibroblast", None, "Fibroblast", (34, 139, 34)),
+    CellClass("eosinophil", None, "Eosinophil", (255, 69, 0)),
+    CellClass("other", None, "Other", (128, 128, 128)),
+)
+_BY_KEY = {(c.label, c.kind): c for c in CELL_CLASSES}
+
+
+def cell_class(label: str, kind: str | None = None) -> CellClass:
+    return _BY_KEY[(label, kind if label == "mast_cell" else None)]
+
+
+def parse_label(name: object) -> tuple[str, str | None] | None:
+    """A free class name -> (label, kind), or None when it names nothing mastctl knows.
+
+    'Mast cell: Implicit', 'mast_implicit', 'Tryptase+', 'Lymphocytes', 'Plasma', 'spindle'...
+    """
+    text = str(name or "").strip().lower().replace("-", " ").replace("_", " ")
+    if not text:
+        return None
+    kind = "explicit" if "explicit" in text else "implicit" if "implicit" in text else None
+    if "mast" in text or kind or "tryptase" in text or "cd117" in text:
+        return "mast_cell", kind
+    for key, label in (("lymph", "lymphocyte"), ("plasma", "plasma_cell"), ("fibro", "fibroblast"), ("spindle", "fibroblast"),
+                       ("eosin", "eosinophil"), ("other", "other"), ("negative", "other"), ("epithel", "other"),
+                       ("endothel", "other"), ("tumou", "other"), ("tumor", "other"), ("stroma", "other"),
+                       ("inflam", "other"), ("neutro", "other"), ("macro", "other"), ("necro", "other"),
+                       ("connective", "other"), ("dead", "other"), ("nucle", "other")):
+        if key in text:
+            return label, None
+    return None
 
 
 @dataclass(frozen=True)
@@ -105,31 +156,41 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class Summary:
+    """Counts of one image (or slide) and the density of mast cells per mm^2 of tissue."""
+
     mast_cells: int
     explicit: int
     implicit: int
-    area_mm2: float | None
-    mast_cells_per_mm2: float | None
+    cells: int  # every cell found, mast cells included
+    tissue_mm2: float | None  # the area densities are reported over (None: unknown scale or not measured)
+    image_mm2: float | None  # the whole image (or the region analysed)
+
+    @property
+    def mast_cells_per_mm2(self) -> float | None:
+        return self.mast_cells / self.tissue_mm2 if self.tissue_mm2 else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "mast_cells": self.mast_cells,
             "explicit": self.explicit,
             "implicit": self.implicit,
-            "area_mm2": None if self.area_mm2 is None else round(self.area_mm2, 6),
+            "cells": self.cells,
+            "tissue_mm2": None if self.tissue_mm2 is None else round(self.tissue_mm2, 6),
+            "image_mm2": None if self.image_mm2 is None else round(self.image_mm2, 6),
             "mast_cells_per_mm2": None if self.mast_cells_per_mm2 is None else round(self.mast_cells_per_mm2, 3),
+            "density_over": "tissue",
         }
 
 
 @dataclass(frozen=True)
 class Detections:
-    """What one detector found in one image."""
+    """What one detector found in one image (or what one run found over a slide)."""
 
     image: ImageInfo
     backend: str
     cells: tuple[Cell, ...] = ()
     timing_s: Mapping[str, float] = field(default_factory=dict)
-    area_mm2: float | None = None  # analysed area; None = the whole image (when mpp is known)
+    tissue_mm2: float | None = None  # measured by the run (mastctl.detection); a backend leaves it None
     info: Mapping[str, Any] = field(default_factory=dict)  # what the backend reports of its run (usage, opinions)
 
     def __post_init__(self) -> None:
@@ -144,16 +205,15 @@ class Detections:
         return self.cells if all_cells else self.mast_cells
 
     def summary(self) -> Summary:
-        mast = self.mast_cells
-        area = self.area_mm2 if self.area_mm2 is not None else self.image.area_mm2
-        density = len(mast) / area if area else None
-        return Summary(
-            mast_cells=len(mast),
-            explicit=sum(1 for c in mast if c.kind == "explicit"),
-            implicit=sum(1 for c in mast if c.kind == "implicit"),
-            area_mm2=area,
-            mast_cells_per_mm2=density,
-        )
+        return summarise(self.cells, self.tissue_mm2, self.image.area_mm2)
+
+    def document_tail(self) -> dict[str, Any]:
+        """What follows the cells in a written document: the summary, timings, the backend's report."""
+        tail: dict[str, Any] = {"summary": self.summary().to_dict(),
+                                "timing_s": {k: round(float(v), 4) for k, v in self.timing_s.items()}}
+        if self.info:
+            tail["backend_info"] = dict(self.info)
+        return tail
 
     def to_dict(self, all_cells: bool = False) -> dict[str, Any]:
         return {
@@ -166,9 +226,7 @@ class Detections:
             },
             "backend": self.backend,
             "cells": [c.to_dict() for c in self.selected(all_cells)],
-            "summary": self.summary().to_dict(),
-            "timing_s": {k: round(float(v), 4) for k, v in self.timing_s.items()},
-            **({"backend_info": dict(self.info)} if self.info else {}),
+            **self.document_tail(),
         }
 
     @classmethod
@@ -182,13 +240,20 @@ class Detections:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"detections document has a bad 'image' entry: {exc}") from None
-        area = (data.get("summary") or {}).get("area_mm2")
+        tissue = (data.get("summary") or {}).get("tissue_mm2")
         return cls(
             image=info,
             backend=str(data.get("backend", "")),
             cells=tuple(Cell.from_dict(c) for c in data.get("cells") or ()),
             timing_s=dict(data.get("timing_s") or {}),
-            area_mm2=area if area != info.area_mm2 else None,
+            tissue_mm2=tissue if isinstance(tissue, (int, float)) else None,
             info=dict(data.get("backend_info") or {}),
         )
+
+
+def summarise(cells, tissue_mm2: float | None, image_mm2: float | None) -> Summary:
+    mast = [c for c in cells if c.is_mast_cell]
+    return Summary(mast_cells=len(mast), explicit=sum(c.kind == "explicit" for c in mast),
+                   implicit=sum(c.kind == "implicit" for c in mast), cells=len(cells), tissue_mm2=tissue_mm2,
+                   image_mm2=image_mm2)
 

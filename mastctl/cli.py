@@ -60,20 +60,64 @@ def state(ctx: typer.Context) -> AppState:
     return root.obj
 
 
+def _flags_without_metavar() -> None:
+    """Typer labels every option with its type; a flag (--json, --force) takes no value, so it gets none."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_mastctl", False):
+        return
+    original = TyperOption.display_type_rich
+
+    def display(self, ctx):
+        return None if self.is_flag else original(self, ctx)
+
+    display._mastctl = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display  # type: ignore[method-assign]
+
+
+_flags_without_metavar()
+
 app = typer.Typer(
     name="mastctl",
     help=HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 
-def _version(value: bool) -> None:
+def versions() -> dict[str, str | None]:
+    """mastctl's version and those of the libraries its backends use (None: not installed), from package
+    metadata alone: nothing is imported."""
+    import re
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"mastctl": __version__}
+    try:
+        requirements = metadata.requires("mastctl") or []
+    except metadata.PackageNotFoundError:
+        requirements = []
+    names = sorted({re.split(r"[\s;<>=!\[~(]", r, maxsplit=1)[0].lower() for r in requirements} - {"mastctl"})
+    for name in ["torch", *names]:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _version(ctx: typer.Context, value: bool) -> None:
     if value:
-        typer.echo(f"mastctl {__version__}")
+        found = versions()
+        if "--json" in _ARGS:
+            typer.echo(__import__("json").dumps(found, indent=2))
+        else:
+            typer.echo(f"mastctl {__version__}")
+            for name, version in found.items():
+                if name != "mastctl":
+                    typer.echo(f"  {name:<22} {version or '-'}")
         raise typer.Exit(0)
 
 
@@ -87,17 +131,18 @@ def root(
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout; messages stay on stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the versions of mastctl and of the libraries its backends use (with --json: as JSON), and exit.")] = False,
 ) -> None:
     ctx.obj = AppState(profile_path=profile, out=Output(json_mode=json_output, quiet=quiet, verbose=verbose))
 
 
 def _register_commands() -> None:
-    from mastctl.commands import backends, compare, config, cube, detect, finetune, ihc, kb, synth
+    from mastctl.commands import backends, compare, config, cube, detect, finetune, ihc, kb, schema, synth
 
     app.command("detect", help=detect.HELP, no_args_is_help=True)(detect.detect)
     app.command("synth", help=synth.HELP, no_args_is_help=True)(synth.synth)
     app.command("compare", help=compare.HELP, no_args_is_help=True)(compare.compare)
+    app.command("schema", help=schema.HELP, no_args_is_help=True)(schema.schema)
     app.add_typer(ihc.app, name="ihc")
     app.add_typer(kb.app, name="kb")
     app.add_typer(cube.app, name="cube")
@@ -137,13 +182,37 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+_INTERRUPTED = False
+_ARGS: list[str] = []  # this run's command line (after hoisting), for eager options
+
+
+def _interrupt(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    import signal
+    import threading
+
+    from mastctl.errors import redact_logs
+
+    global _INTERRUPTED
+    _INTERRUPTED = False
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _interrupt)  # typer turns Ctrl-C into a silent 130; we say so
+    redact_logs()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    _ARGS[:] = args
     debug = os.environ.get("MASTCTL_DEBUG", "") not in ("", "0", "false", "no")
-    command = typer.main.get_command(app)
     try:
+        command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="mastctl", standalone_mode=False)
+        if _INTERRUPTED:
+            _print_error("interrupted")
+            return 130
         return result if isinstance(result, int) else 0
     except MastctlError as exc:
         if debug:
@@ -153,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(str(exc))
         return exc.exit_code
     except typer.Exit as exc:
+        if _INTERRUPTED:
+            _print_error("interrupted")
+            return 130
         return exc.exit_code
     except typer.Abort:
         _print_error("aborted")
@@ -186,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_error(message: str) -> None:
-    sys.stderr.write(f"mastctl: error: {message}\n")
+    from mastctl.errors import redact
+
+    sys.stderr.write(f"mastctl: error: {redact(message)}\n")
     sys.stderr.flush()
 
 
-def run() -> None:  # console-script target
+def run() -> None:  # kept for old installs; the console script is mastctl.entry:run
     raise SystemExit(main())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mastctl import detection, imaging, metrics, registry
+from mastctl import detection, metrics, registry
 from mastctl.cells import KINDS
 from mastctl.errors import BackendError, InputError, MastctlError, UsageError
 from mastctl.truth import TruthImage, image_key
@@ -96,14 +96,10 @@ def compare(
     on_image: Callable[[Path], None] | None = None,
 ) -> Comparison:
     """Run each backend on each image that has truth; score them all the same way."""
-    settings = profile.detect
     runs, detectors = [], {}
     for name in backends:
         run = BackendRun(name)
         runs.append(run)
-        if (("detector", name)) in registry.PLANNED and name not in {b.name for b in registry.backends("detector")}:
-            run.skipped = f"{registry.PLANNED[('detector', name)]} is not part of this version yet"
-            continue
         registry.get("detector", name)  # an unknown name is a usage error, not a skip
         try:
             detectors[name] = registry.create("detector", name, profile)
@@ -121,23 +117,24 @@ def compare(
         raise InputError(f"no image has truth: image names must match the truth's (truth has {known}...)")
     for path in with_truth:
         t = truth[image_key(path)]
-        image = imaging.load(path, mpp=mpp, max_pixels=settings.max_pixels)
-        scale = image.mpp or t.mpp or settings.mpp
-        radius = radius_px if radius_px is not None else (radius_um / scale if scale else None)
-        if radius is None:
-            raise InputError(f"{path}: no scale to turn --radius-um into pixels; pass --mpp or --radius-px")
         for run in runs:
             if run.skipped is not None:
                 continue
+            flow = detection.Settings.from_profile(profile, backend=run.name, mpp=mpp, fallback_mpp=t.mpp, all_cells=True)
             try:
                 t0 = time.perf_counter()
-                det = detection.detect_one(detectors[run.name], image)
+                det = detection.detect_image(path, flow, detectors[run.name])
                 run.detect_seconds += time.perf_counter() - t0
+            except InputError:
+                raise
             except MastctlError as exc:
                 run.skipped = f"failed on {path}: {exc}"
                 continue
-            det = detection.apply_thresholds(det, settings.thresholds)
-            run.megapixels += image.width * image.height / 1e6
+            scale = det.image.mpp or t.mpp
+            radius = radius_px if radius_px is not None else (radius_um / scale if scale else None)
+            if radius is None:
+                raise InputError(f"{path}: no scale to turn --radius-um into pixels; pass --mpp or --radius-px")
+            run.megapixels += det.image.width * det.image.height / 1e6
             run.detections[str(path)] = det
             run.scores.append(metrics.score_image(str(path), det.cells, t.cells, radius, mode=mode))
         if on_image:

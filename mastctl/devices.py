@@ -10,11 +10,26 @@ if TYPE_CHECKING:
     from mastctl.profile import GpuSettings
 
 
-def resolve_device(gpu: GpuSettings | None) -> str:
-    """``cpu``, ``cuda:N`` or ``mps``: auto picks a present GPU when use_gpu allows it.
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
-    Asking for a GPU that is not there is an error (exit 4), not a silent CPU run.
+
+def resolve_device(gpu: GpuSettings | None, requested: str | None = None) -> str:
+    """``cpu``, ``cuda:N`` or ``mps``, for every model mastctl runs: the one place this is decided.
+
+    ``requested`` (a command's --device) wins; otherwise the profile's gpu_settings: ``use_gpu: false``
+    means the CPU, ``device: auto`` a present GPU. Asking for a GPU that is not there is an error
+    (exit 4), not a silent CPU run.
     """
+    import re
+
+    from mastctl.errors import UsageError
+
+    if requested is not None:
+        if not re.fullmatch(DEVICE_PATTERN, requested):
+            raise UsageError(f"--device {requested}: use auto, cpu, cuda, cuda:N or mps")
+        from mastctl.profile import GpuSettings
+
+        gpu = GpuSettings(use_gpu=requested != "cpu", device=requested)
     if gpu is None or not gpu.use_gpu or gpu.device == "cpu":
         return "cpu"
     import torch

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mastctl import stains
 from mastctl.cells import Cell, Detections
-from mastctl.morphology import features as F
+from mastctl.morphology import segment, stain
 from mastctl.registration import Registration, estimate_h_dab, register
+from mastctl.scale import working
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
-    from mastctl.protocols import Detector
 
 MAST_MARKERS = ("tryptase", "cd117")
 MARKERS = MAST_MARKERS + ("ki67", "other")
@@ -62,15 +63,15 @@ def detect_dab(pixels: np.ndarray, mpp: float, *, marker: str = "tryptase", min_
 
     est = estimate_h_dab(pixels)
     vectors = est or (stains.unit(stains.HEMATOXYLIN), stains.unit(stains.DAB))
-    st = F.separate_with(pixels, mpp, vectors)
+    st = stain.separate_with(pixels, mpp, vectors)
     # Two kinds of object, each above its own threshold (strong DAB must not raise the bar for
     # pale negative nuclei): brown cells (DAB bodies, split by watershed) and blue nuclei; a
     # nucleus inside a brown cell is that cell's, not another one.
     dab_map = np.clip(st.e, 0, None)  # e holds DAB here
-    d_thr = max(min_dab, F.adaptive_threshold(dab_map))
-    brown = F.segment(dataclasses.replace(st, h=dab_map), min_area_um2=min_area_um2, threshold=d_thr,
+    d_thr = max(min_dab, segment.adaptive_threshold(dab_map))
+    brown = segment.segment(dataclasses.replace(st, h=dab_map), min_area_um2=min_area_um2, threshold=d_thr,
                       scale=SEED_SCALE.get(marker, DEFAULT_SEED_SCALE))
-    blue = F.segment(st, min_area_um2=min_area_um2 * 0.6)
+    blue = segment.segment(st, min_area_um2=min_area_um2 * 0.6)
     if brown.count:
         # a blue nucleus mostly under a brown cell belongs to it
         covered = np.bincount(blue.labels.ravel(), weights=(brown.labels.ravel() > 0), minlength=blue.count + 1)[1:]
@@ -80,7 +81,7 @@ def detect_dab(pixels: np.ndarray, mpp: float, *, marker: str = "tryptase", min_
         lut = np.zeros(blue.count + 1, np.int32)
         lut[keep] = np.arange(brown.count + 1, brown.count + 1 + len(keep), dtype=np.int32)
         labels = np.where(brown.labels > 0, brown.labels, lut[blue.labels])
-        nuc = F.Nuclei(labels, brown.count + len(keep), np.vstack([brown.xy, blue.xy[~inside]]))
+        nuc = segment.Nuclei(labels, brown.count + len(keep), np.vstack([brown.xy, blue.xy[~inside]]))
     else:
         nuc = blue
     if nuc.count == 0:
@@ -130,19 +131,22 @@ class Transfer:
         return doc
 
 
-def transfer(he: Image, ihc: Image, detector: Detector, *, marker: str = "tryptase",
+def transfer(he: Image, ihc: Image, he_detections: Detections, *, marker: str = "tryptase",
              radius_um: float = TRANSFER_RADIUS_UM, keep_other_cells: bool = True) -> Transfer:
-    """IHC-positive cells as labelled mast cells on the H&E image (see the module doc)."""
+    """IHC-positive cells as labelled mast cells on the H&E image (see the module doc).
+
+    ``he_detections``: every cell the H&E detector found (``mastctl.detection.detect_image``).
+    """
     from mastctl.metrics import match
 
-    mpp_he = he.mpp or 0.5
+    mpp_he = working(he.mpp)
     mpp_ihc = ihc.mpp or mpp_he
     reg = register(he.pixels, ihc.pixels, mpp_he, mpp_ihc)
     dab = detect_dab(ihc.pixels, mpp_ihc, marker=marker)
     positives = [c for c in dab.cells if c.features.get("positive")]
     pos_he = reg.ihc_to_he([(c.x, c.y) for c in positives]) if positives else np.zeros((0, 2))
     inside = (pos_he[:, 0] >= 0) & (pos_he[:, 0] < he.width) & (pos_he[:, 1] >= 0) & (pos_he[:, 1] < he.height)
-    he_cells = list(detector.detect(he).cells)
+    he_cells = list(he_detections.cells)
     m = match(pos_he, [(c.x, c.y) for c in he_cells], radius_um / mpp_he)
     seen = {p: t for p, t in m.pairs}
     used_he: set[int] = set()
@@ -166,7 +170,7 @@ def transfer(he: Image, ihc: Image, detector: Detector, *, marker: str = "trypta
     false_pos = [c for j, c in enumerate(he_cells) if c.is_mast_cell and j not in used_he]
     if keep_other_cells:
         cells += [c for j, c in enumerate(he_cells) if j not in used_he and not c.is_mast_cell]
-    det = Detections(image=he.info, backend=f"ihc-transfer:{detector.name}", cells=tuple(cells))
+    det = Detections(image=he.info, backend=f"ihc-transfer:{he_detections.backend}", cells=tuple(cells))
     return Transfer(det, reg, len(positives), false_pos, ihc.path)
 
 
@@ -178,7 +182,7 @@ class DabDetector:
         self.marker, self.threshold, self.all_cells = marker, threshold, all_cells
 
     def detect(self, image: Image) -> Detections:
-        result = detect_dab(image.pixels, image.mpp or 0.5, marker=self.marker, threshold=self.threshold)
+        result = detect_dab(image.pixels, working(image.mpp), marker=self.marker, threshold=self.threshold)
         cells = result.cells if self.all_cells else [c for c in result.cells if c.features.get("positive")]
         return Detections(image=image.info, backend=self.name, cells=tuple(cells))
 
@@ -188,3 +192,69 @@ def positive_summary(det: Detections) -> dict[str, Any]:
     positive = sum(1 for c in det.cells if c.features.get("positive"))
     total = len(det.cells)
     return {"cells": total, "positive": positive, "positive_pct": round(100 * positive / total, 2) if total else None}
+
+
+# --------------------------------------------------------------------------- batches of pairs
+
+
+@dataclass(frozen=True)
+class PairJob:
+    he: Path
+    ihc: Path
+    output: Path
+
+
+def pair_jobs(pairs: Path, folder: Path) -> list[PairJob]:
+    """One job per row of a pairs CSV (columns he, ihc; paths relative to the CSV): labels go to FOLDER/<he stem>.json."""
+    from mastctl.errors import UsageError
+    from mastctl.tables import read_table
+
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"-o {folder}: with --pairs, -o is a folder")
+    jobs, seen = [], set()
+    for row in read_table(pairs, ("he", "ihc")):
+        he, ihc = pairs.parent / row.get("he"), pairs.parent / row.get("ihc")
+        target = folder / f"{he.stem}.json"
+        if target in seen:
+            raise UsageError(f"{pairs}:{row.line}: two pairs would write {target}: H&E images need distinct names")
+        seen.add(target)
+        jobs.append(PairJob(he, ihc, target))
+    return jobs
+
+
+def run_pairs(jobs: list[PairJob], settings, detector, *, marker: str, keep_going: bool,
+              on_error=None, on_done=None) -> list[dict[str, Any]]:
+    """Transfer each pair (the H&E through the one detection flow), writing its labels; rows of what was found.
+
+    With ``keep_going`` a failing pair is reported (``on_error(job, exc)``) and the others still run.
+    """
+    import json
+
+    from mastctl import detection, imaging
+    from mastctl.errors import MastctlError
+    from mastctl.writers import atomic_write
+
+    rows = []
+    for job in jobs:
+        try:
+            he_det = detection.detect_image(job.he, settings, detector)
+            a = imaging.load(job.he, mpp=settings.mpp, max_pixels=settings.max_pixels)
+            if a.mpp is None:
+                a = dataclasses.replace(a, mpp=he_det.image.mpp)
+            b = imaging.load(job.ihc, mpp=settings.mpp, max_pixels=settings.max_pixels)
+            result = transfer(a, b, he_det, marker=marker)
+            text = json.dumps(result.to_dict(), indent=1) + "\n"
+            atomic_write(job.output, lambda fh, text=text: fh.write(text.encode()))
+            s = result.detections.summary()
+            rows.append({"he": str(job.he), "ihc": str(job.ihc), "output": str(job.output), "mast_cells": s.mast_cells,
+                         "explicit": s.explicit, "implicit": s.implicit, "ihc_positive": result.ihc_positive,
+                         "likely_false_positives": len(result.likely_false_positives),
+                         "registration_quality": round(result.registration.ncc, 3)})
+        except MastctlError as exc:
+            if not keep_going:
+                raise
+            if on_error:
+                on_error(job, exc)
+        if on_done:
+            on_done(job)
+    return rows

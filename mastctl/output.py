@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mastctl.errors import redact
+
 
 @dataclass
 class Output:
@@ -35,11 +37,13 @@ class Output:
 
     def data(self, payload: Any) -> None:
         """Machine-readable result, one JSON document on stdout."""
-        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+        text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
+        sys.stdout.write(redact(text) + "\n")
         sys.stdout.flush()
 
     def text(self, text: str) -> None:
         """Raw text result on stdout (e.g. YAML, CSV)."""
+        text = redact(text)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
 
@@ -50,21 +54,44 @@ class Output:
         for col in columns:
             table.add_column(col)
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*("" if v is None else redact(str(v)) for v in row))
         self._console("out").print(table)
+
+    def result(self, payload: Any, *, table: tuple[str | None, Sequence[str], Sequence[Sequence[Any]]] | None = None,
+               text: str | None = None, message: str | None = None) -> None:
+        """A command's result: ``payload`` as JSON with --json; otherwise a table, text on stdout, or a
+        message on stderr (whichever is given). Commands call this once instead of branching on --json."""
+        if self.json_mode:
+            self.data(payload)
+        elif table is not None:
+            self.table(*table)
+        elif text is not None:
+            self.text(text)
+        elif message is not None:
+            self.info(message)
 
     # ------------------------------------------------------------------ messages (stderr)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self._console("err").print(message, markup=False)
+            self._console("err").print(redact(message), markup=False)
 
     def detail(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self._console("err").print(message, markup=False, style="dim")
+            self._console("err").print(redact(message), markup=False, style="dim")
 
     def warn(self, message: str) -> None:
-        self._console("err").print(f"mastctl: warning: {message}", markup=False, style="yellow")
+        self._console("err").print(f"mastctl: warning: {redact(message)}", markup=False, style="yellow")
+
+    def error(self, message: str) -> None:
+        """One failure among several (the others go on): a line on stderr, always shown."""
+        sys.stderr.write(f"mastctl: error: {redact(message)}\n")
+        sys.stderr.flush()
+
+    def hint(self, message: str) -> None:
+        """What to try next, after a result or an error (hidden by --quiet)."""
+        if not self.quiet:
+            self._console("err").print(f"hint: {redact(message)}", markup=False, style="cyan")
 
     def progress(self, total: int, unit: str | None = None):
         """A progress bar on stderr (a no-op when quiet or for one item); ``unit`` adds a rate (tiles/s)."""

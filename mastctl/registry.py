@@ -45,12 +45,6 @@ GROUPS = {
     "teacher": "mastctl.teachers",
 }
 
-# Built-in backends of the architecture that this version does not ship yet:
-# asking for one says so plainly instead of "unknown backend".
-PLANNED: dict[tuple[str, str], str] = {
-}
-
-
 @dataclass(frozen=True)
 class BackendInfo:
     """One registered backend, before anything of it is imported."""
@@ -139,8 +133,6 @@ def get(kind: str, name: str) -> BackendInfo:
     found = {b.name: b for b in backends(kind)}
     if name in found:
         return found[name]
-    if (kind, name) in PLANNED:
-        raise UsageError(f"{PLANNED[(kind, name)]} ({kind} {name!r}) is not part of this version of mastctl yet")
     close = difflib.get_close_matches(name, list(found), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     known = ", ".join(found) or "none installed"
@@ -187,3 +179,34 @@ def create(kind: str, name: str, profile: Profile | None = None, **overrides: An
         raise
     except ImportError as exc:
         raise BackendError(f"{kind} {name!r} could not load a dependency: {exc}") from exc
+
+
+def check_profile(profile: Profile) -> list[str]:
+    """What a profile names that this installation cannot run: unknown backends, embedders and stores,
+    and backend_options that their backend does not take. (Missing optional libraries are not problems
+    here: a profile may name a backend this machine does not install.)"""
+    problems: list[str] = []
+    named = [("detect.backend", "detector", profile.detect.backend), ("kb.store", "store", profile.kb.store),
+             ("kb.text_embedder", "embedder", profile.kb.text_embedder),
+             ("kb.image_embedder", "embedder", profile.kb.image_embedder)]
+    for where, kind, name in named:
+        try:
+            get(kind, name)
+        except UsageError as exc:
+            problems.append(f"{where}: {exc}")
+    every = {b.name: b for k in GROUPS for b in backends(k)}
+    for name, options in profile.backend_options.items():
+        info = every.get(name)
+        if info is None:
+            close = difflib.get_close_matches(name, list(every), n=1)
+            problems.append(f"backend_options.{name}: no backend of that name" + (f"; did you mean {close[0]!r}?" if close else ""))
+            continue
+        try:
+            cls = info.load()
+        except BackendError:
+            continue  # cannot be imported here: its options cannot be checked here either
+        try:
+            options_for(cls, name, profile)
+        except ConfigError as exc:
+            problems.extend(exc.details or [str(exc)])
+    return problems

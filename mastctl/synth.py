@@ -37,18 +37,13 @@ from typing import Any
 import numpy as np
 
 from mastctl import stains
+from mastctl.cells import LABELS
 
 SCHEMA = "mastctl/synth@1"
 
-TYPE_LABEL = {
-    "mast_cell": "mast_cell",
-    "lymphocyte": "lymphocyte",
-    "plasma_cell": "plasma_cell",
-    "fibroblast": "fibroblast",
-    "eosinophil": "eosinophil",
-    "endothelial": "other",
-    "epithelial": "other",
-}
+# the cell types drawn here, named in mastctl's one vocabulary (mastctl.cells.LABELS)
+TYPE_LABEL = {t: (t if t in LABELS else "other")
+              for t in ("mast_cell", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "endothelial", "epithelial")}
 
 # Eosinophil granules look orange-red, not eosin's magenta: they absorb blue too.
 EOSINOPHIL_GRANULE = (0.04, 0.72, 0.69)

@@ -34,7 +34,7 @@ def test_one_image_to_geojson_file(cli, workspace):
     r = cli("detect", "a.png", "-o", "a.geojson")
     assert r.exit_code == 0, r.stderr
     gj = json.loads((workspace / "a.geojson").read_text())
-    names = [f["properties"]["classification"]["name"] for f in gj["features"]]
+    names = [f["properties"]["classification"]["name"] for f in gj["features"] if f["properties"]["objectType"] == "detection"]
     assert names == ["Mast cell: Explicit", "Mast cell: Implicit"]
     assert "a.png" in r.stdout and "a.geojson" in r.stdout  # the human summary table
 
@@ -45,7 +45,8 @@ def test_stdout_json_document_with_summary(cli, workspace):
     assert r.exit_code == 0 and doc["schema"] == "mastctl/detections@1" and doc["backend"] == "points"
     assert doc["image"] == {"path": "a.png", "width": 80, "height": 64, "mpp": 0.5}
     assert doc["summary"]["mast_cells"] == 2 and doc["summary"]["explicit"] == 1 and doc["summary"]["implicit"] == 1
-    assert doc["summary"]["area_mm2"] == pytest.approx(80 * 64 * 0.25e-6, rel=1e-3)
+    assert doc["summary"]["image_mm2"] == pytest.approx(80 * 64 * 0.25e-6, rel=1e-3)
+    assert 0 < doc["summary"]["tissue_mm2"] <= doc["summary"]["image_mm2"] and doc["summary"]["density_over"] == "tissue"
     assert set(doc["timing_s"]) >= {"load", "detect", "model"}
 
 
@@ -76,7 +77,7 @@ def test_folder_input_and_overlays(cli, workspace):
     (workspace / "tiles" / "notes.txt").write_text("not an image")
     r = cli("detect", "tiles", "-o", "marked", "--format", "overlay", "--mpp", "0.25")
     assert r.exit_code == 0, r.stderr
-    assert sorted(p.name for p in (workspace / "marked").iterdir()) == ["t1.png", "t2.png", "t3.png"]
+    assert sorted(p.name for p in (workspace / "marked").iterdir()) == ["summary.csv", "t1.png", "t2.png", "t3.png"]
     assert Image.open(workspace / "marked" / "t1.png").size == (80, 64)
 
 
@@ -98,8 +99,8 @@ def test_mpp_from_option_and_profile_default(cli, workspace):
 
 
 def test_backend_option_flag(cli, workspace):
-    doc = cli("detect", "a.png", "-O", "cells=[[1, 2, mast_cell, explicit, 0.99]]", "-O", "area_mm2=0.5").json()
-    assert len(doc["cells"]) == 1 and doc["summary"]["area_mm2"] == 0.5 and doc["summary"]["mast_cells_per_mm2"] == 2.0
+    doc = cli("detect", "a.png", "-O", "cells=[[1, 2, mast_cell, explicit, 0.45]]", "-O", "gain=2").json()
+    assert len(doc["cells"]) == 1 and doc["cells"][0]["confidence"] == 0.9
     r = cli("detect", "a.png", "-O", "nonsense")
     assert r.exit_code == 2 and "KEY=VALUE" in r.stderr
 
@@ -111,7 +112,7 @@ def test_backend_option_flag(cli, workspace):
         (["a.png", "--format", "overlay"], "overlay output needs -o FILE"),
         (["a.png", "-o", "a.png"], "refusing to overwrite the input image"),
         (["a.png", "sub/a.png", "-o", "out"], "would both be written to out/a.json"),
-        (["a.png", "--format", "pdf"], "unknown output format 'pdf'"),
+        (["a.png", "--format", "pdf"], "'pdf' is not one of"),
         (["a.png", "-b", "nosuch"], "unknown detector 'nosuch'"),
     ],
 )
@@ -130,7 +131,7 @@ def test_a_bad_image_fails_alone(cli, workspace):
     assert r.exit_code == 3
     report = r.json()
     assert report[1]["image"] == "broken.png" and "cannot decode PNG" in report[1]["error"]
-    assert sorted(p.name for p in (workspace / "out").iterdir()) == ["a.json", "b.json"]
+    assert sorted(p.name for p in (workspace / "out").iterdir()) == ["a.json", "b.json", "summary.csv"]
     assert "broken.png: cannot decode PNG image" in r.stderr
 
 

@@ -12,7 +12,7 @@ from mastctl import synth
 from mastctl.errors import InputError
 from mastctl.metrics import match
 from mastctl.morphology import analyse
-from mastctl.morphology import features as F
+from mastctl.morphology import segment, stain
 from tests.test_morphology import disc_image
 
 torch = pytest.importorskip("torch")
@@ -25,11 +25,11 @@ def test_proposals_seed_the_watershed_and_rescue_pale_nuclei():
     dark = [(40.0, 40.0), (100.0, 40.0)]
     pale = [(40.0, 110.0), (100.0, 110.0)]  # too faint for the hematoxylin threshold
     image = np.minimum(disc_image(dark, 6.0, size=160), disc_image(pale, 6.0, size=160, h_conc=0.12))
-    st = F.separate(image, mpp)
-    assert len(match(F.segment(st).xy, pale, 3.0).pairs) == 0  # the built-in seeds miss them
+    st = stain.separate(image, mpp)
+    assert len(match(segment.segment(st).xy, pale, 3.0).pairs) == 0  # the built-in seeds miss them
     centres = np.array(dark + pale)
     proximity = N.target_map(st.h.shape, centres, N.RADIUS_UM / mpp)
-    nuc = F.segment(st, proposals=(proximity, centres))
+    nuc = segment.segment(st, proposals=(proximity, centres))
     assert nuc.count == 4 and len(match(nuc.xy, centres, 3.0).pairs) == 4
 
 
@@ -41,7 +41,7 @@ def tiles():
 def _examples(tiles):
     out = []
     for i, t in enumerate(tiles):
-        st = F.separate(t.he, 0.5)
+        st = stain.separate(t.he, 0.5)
         out.append(N.example(f"t{i}", st, np.array([(c.x, c.y) for c in t.cells])))
     return out
 
@@ -60,7 +60,7 @@ def test_model_file_round_trip_without_pickle(tmp_path, tiles):
     net = N.fit(_examples(tiles[:1]), steps=3, width=4)
     path = net.save(tmp_path / "n.safetensors")
     again = N.NucleusNet.load(path)
-    st = F.separate(tiles[1].he, 0.5)
+    st = stain.separate(tiles[1].he, 0.5)
     assert np.allclose(again.proximity(st), net.proximity(st), atol=1e-6)
     assert (again.peak_threshold, again.work_mpp, again.width) == (net.peak_threshold, 0.5, 4)
     assert b"pickle" not in path.read_bytes()[:4096] and json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
@@ -69,7 +69,7 @@ def test_model_file_round_trip_without_pickle(tmp_path, tiles):
         N.NucleusNet.load(tmp_path / "junk.safetensors")
     with pytest.raises(InputError, match="no such nucleus model"):
         N.NucleusNet.load(tmp_path / "missing.safetensors")
-    coarse = F.separate(np.ascontiguousarray(tiles[1].he[::2, ::2]), 1.0)
+    coarse = stain.separate(np.ascontiguousarray(tiles[1].he[::2, ::2]), 1.0)
     with pytest.raises(InputError, match="fitted at 0.50 um/px"):
         again.proximity(coarse)
 
@@ -95,7 +95,7 @@ def test_finetune_nuclei_then_detect_with_it(cli, tmp_path, tiles):
 
 def test_every_region_of_a_learned_finder_is_reported():
     image = disc_image([(40.0, 40.0), (100.0, 40.0), (40.0, 110.0)], 6.0, size=160)
-    st = F.separate(image, 0.5)
+    st = stain.separate(image, 0.5)
 
     class Perfect:
         work_mpp, peak_threshold = 0.5, 0.3
@@ -152,13 +152,18 @@ def test_best_threshold_counts_hits_misses_and_false_peaks():
     assert N.best_threshold(counts) == (float(N.THRESHOLDS[3]), pytest.approx(0.9))
 
 
-def test_device_choice():
+def test_device_choice_honours_the_profile():
+    from mastctl.errors import BackendError, UsageError
+    from mastctl.profile import GpuSettings
+
     assert N.device_for("cpu") == "cpu"
-    assert N.device_for("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(InputError, match="use auto, cpu or cuda"):
+    assert N.device_for("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert N.device_for(None, GpuSettings(use_gpu=False)) == "cpu"  # the profile says CPU: no GPU is used
+    assert N.device_for(None, GpuSettings(device="cpu")) == "cpu"
+    with pytest.raises(UsageError, match="use auto, cpu, cuda"):
         N.device_for("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="no GPU"):
+        with pytest.raises(BackendError, match="no CUDA GPU is available"):
             N.device_for("cuda")
 
 
@@ -173,4 +178,4 @@ def test_finetune_nuclei_folds_and_device_options(cli, tmp_path, tiles):
     r = cli(*base, "--folds", "3", "-o", tmp_path / "x.safetensors")  # only two images
     assert r.exit_code == 2 and "--folds 3" in r.stderr
     r = cli(*base, "--device", "tpu", "-o", tmp_path / "y.safetensors")
-    assert r.exit_code != 0 and "use auto, cpu or cuda" in r.stderr and "Traceback" not in r.stderr
+    assert r.exit_code == 2 and "use auto, cpu, cuda" in r.stderr and "Traceback" not in r.stderr

@@ -29,7 +29,7 @@ def test_wheel_installs_only_the_mastctl_package(tmp_path):
     assert "mastctl/backends/embedders/minilm.py" in names and "mastctl/commands/detect.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "mastctl = mastctl.cli:run" in text and "[mastctl.embedders]" in text
+    assert "mastctl = mastctl.entry:run" in text and "[mastctl.embedders]" in text
 
 
 def test_device_resolution_without_a_gpu():
@@ -42,3 +42,8 @@ def test_device_resolution_without_a_gpu():
         assert resolve_device(GpuSettings()) == "cpu"  # auto falls back quietly
         with pytest.raises(BackendError, match="no CUDA GPU is available"):
             resolve_device(GpuSettings(device="cuda:1"))
+    else:  # a GPU machine: auto takes the first GPU, an index past the last is an error
+        assert resolve_device(GpuSettings()) == "cuda:0"
+        count = torch.cuda.device_count()
+        with pytest.raises(BackendError, match=f"only {count} CUDA GPU"):
+            resolve_device(GpuSettings(device=f"cuda:{count}"))

@@ -58,25 +58,19 @@ def test_broken_plugin_reports_instead_of_crashing(plugin):
         registry.load("detector", "broken")
 
 
-def test_unknown_and_planned_names(plugin):
+def test_unknown_names(plugin):
     with pytest.raises(UsageError, match=r"unknown detector 'pionts'.*did you mean 'points'"):
         registry.get("detector", "pionts")
-    registry.PLANNED[("detector", "future")] = "the future detector"
-    try:
-        with pytest.raises(UsageError, match="the future detector .* is not part of this version"):
-            registry.get("detector", "future")
-    finally:
-        del registry.PLANNED[("detector", "future")]
     with pytest.raises(UsageError, match="unknown backend kind"):
         registry.backends("widget")
 
 
 def test_options_from_profile_and_overrides_are_validated(plugin):
-    profile = Profile.model_validate({"backend_options": {"points": {"cells": [[5, 5, "other", None, 1.0]], "area_mm2": 2.0}}})
+    profile = Profile.model_validate({"backend_options": {"points": {"cells": [[5, 5, "other", None, 1.0]], "gain": 2.0}}})
     det = registry.create("detector", "points", profile)
-    assert det.options.area_mm2 == 2.0 and len(det.options.cells) == 1
-    det = registry.create("detector", "points", profile, area_mm2=3.0)
-    assert det.options.area_mm2 == 3.0
+    assert det.options.gain == 2.0 and len(det.options.cells) == 1
+    det = registry.create("detector", "points", profile, gain=3.0)
+    assert det.options.gain == 3.0
     with pytest.raises(ConfigError, match=r"backend_options\.points\.speed: Extra inputs are not permitted"):
         registry.create("detector", "points", profile, speed=3)
 

@@ -120,14 +120,17 @@ def test_compare_scores_backends_and_writes_report(cli, plugin, tiles, tmp_path)
     html_text = (tmp_path / "rep.html").read_text()
     parser = _Collect()
     parser.feed(html_text)
-    assert parser.tags.count("svg") == 2 and parser.tags.count("img") == 4  # 2 images x 2 scored backends
-    assert "data:image/png;base64," in html_text and "points" in html_text
+    assert parser.tags.count("svg") == 2 + 3 and parser.tags.count("img") == 4  # 2 charts, 3 legend marks; 2 images x 2 backends
+    assert "n/a" in html_text or "nan" not in html_text.lower()
+    assert "score (0 to 1)" in html_text and "true count per image" in html_text  # axes have titles
+    assert "data:image/jpeg;base64," in html_text and "points" in html_text and "classList.toggle('big')" in html_text
+    assert len(html_text) < 300_000
 
 
 def test_compare_all_cells_table(cli, tiles):
     r = cli("compare", str(tiles), "--truth", str(tiles), "--backends", "log", "--all-cells")
     assert r.exit_code == 0 and "every cell" in r.stdout and "log" in r.stdout
-    assert "have no truth" in r.stderr  # the IHC tiles in the folder are not scored
+    assert "have no truth" not in r.stderr  # the IHC partners in the folder are not inputs at all
 
 
 def test_compare_errors(cli, tiles, tmp_path):

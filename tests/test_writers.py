@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import uuid
@@ -11,7 +12,7 @@ from PIL import Image as PILImage
 
 from conftest import he_like
 from mastctl import writers
-from mastctl.cells import SCHEMA, Cell, Detections, ImageInfo
+from mastctl.cells import SCHEMA, Cell, Detections, ImageInfo, cell_class
 from mastctl.imaging import Image
 
 
@@ -38,12 +39,14 @@ def test_cell_validation():
         Cell(float("nan"), 2)
 
 
-def test_summary_counts_and_density():
+def test_summary_counts_and_density_over_tissue():
     s = sample().summary()
-    assert (s.mast_cells, s.explicit, s.implicit) == (3, 1, 1)
-    assert s.area_mm2 == pytest.approx(80 * 64 * 0.25e-6)
-    assert s.mast_cells_per_mm2 == pytest.approx(3 / (80 * 64 * 0.25e-6))
-    assert sample(mpp=None).summary().mast_cells_per_mm2 is None
+    assert (s.mast_cells, s.explicit, s.implicit, s.cells) == (3, 1, 1, 4)
+    assert s.image_mm2 == pytest.approx(80 * 64 * 0.25e-6)
+    assert s.mast_cells_per_mm2 is None  # no tissue measured: no density (never per image area)
+    measured = dataclasses.replace(sample(), tissue_mm2=0.001).summary()
+    assert measured.mast_cells_per_mm2 == pytest.approx(3000) and measured.to_dict()["density_over"] == "tissue"
+    assert sample(mpp=None).summary().image_mm2 is None
 
 
 def test_json_document_schema_and_round_trip():
@@ -54,7 +57,8 @@ def test_json_document_schema_and_round_trip():
     assert doc["backend"] == "points" and len(doc["cells"]) == 3
     assert doc["cells"][0] == {"x": 10.5, "y": 20.25, "label": "mast_cell", "kind": "explicit", "confidence": 0.91,
                                "features": {"nucleus_area_um2": 30.5}}
-    assert set(doc["summary"]) == {"mast_cells", "explicit", "implicit", "area_mm2", "mast_cells_per_mm2"}
+    assert set(doc["summary"]) == {"mast_cells", "explicit", "implicit", "cells", "tissue_mm2", "image_mm2",
+                                   "mast_cells_per_mm2", "density_over"}
     assert doc["timing_s"] == {"load": 0.01, "detect": 0.2}
     full = json.loads(writers.to_json(det, all_cells=True))
     assert len(full["cells"]) == 4 and full["summary"] == doc["summary"]
@@ -63,12 +67,13 @@ def test_json_document_schema_and_round_trip():
 
 
 def test_csv_columns_and_values():
-    buf = io.StringIO()
-    writers.write_csv([sample()], buf, all_cells=True)
-    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
-    assert list(rows[0]) == ["image", "x", "y", "label", "kind", "confidence", "nucleus_area_um2"]
+    rows = list(csv.DictReader(io.StringIO(writers.render(sample(), "csv", all_cells=True))))
+    assert list(rows[0]) == ["image", "id", "x", "y", "x_um", "y_um", "mpp", "label", "kind", "confidence", "nucleus_area_um2"]
     assert rows[0]["kind"] == "explicit" and rows[2]["label"] == "lymphocyte" and rows[2]["kind"] == ""
     assert rows[1]["nucleus_area_um2"] == "" and float(rows[0]["x"]) == 10.5 and len(rows) == 4
+    assert float(rows[0]["x_um"]) == pytest.approx(5.25) and float(rows[0]["y_um"]) == pytest.approx(10.125)
+    gj = writers.to_geojson(sample(), all_cells=True)
+    assert [r["id"] for r in rows] == [f["id"] for f in gj["features"]]  # the CSV joins to the GeoJSON
 
 
 def test_geojson_has_qupath_structure():
@@ -96,10 +101,10 @@ def test_overlay_marks_cells_in_class_colours(tmp_path):
     out = writers.write(sample(), "overlay", tmp_path / "o.png", image=image)
     marked = np.asarray(PILImage.open(out).convert("RGB"))
     assert marked.shape == px.shape
-    explicit_colour = np.array(writers.CLASSES[("mast_cell", "explicit")][1])
+    explicit_colour = np.array(cell_class("mast_cell", "explicit").color)
     assert (np.abs(marked.astype(int) - explicit_colour).sum(axis=2) == 0).sum() > 10
     # lymphocytes are drawn only with all_cells
-    lymph = np.array(writers.CLASSES[("lymphocyte", None)][1])
+    lymph = np.array(cell_class("lymphocyte").color)
     assert (np.abs(marked.astype(int) - lymph).sum(axis=2) == 0).sum() == 0
     marked_all = np.asarray(PILImage.open(writers.write(sample(), "overlay", tmp_path / "all.png", image=image, all_cells=True)).convert("RGB"))
     assert (np.abs(marked_all.astype(int) - lymph).sum(axis=2) == 0).sum() > 0
@@ -149,11 +154,13 @@ def test_dump_to_stream():
     assert len(lines) == 2 and json.loads(lines[1])["image"]["path"] == "b.png"
     buf = io.StringIO()
     writers.dump([sample("a.png"), sample("b.png")], "csv", buf)
-    assert buf.getvalue().count("image,x,y") == 1 and len(buf.getvalue().splitlines()) == 7
+    assert buf.getvalue().count("image,id,x,y") == 1 and len(buf.getvalue().splitlines()) == 7
 
 
 def test_format_from_extension(tmp_path):
-    assert writers.format_for(tmp_path / "x.GeoJSON") == "geojson"
-    assert writers.format_for(tmp_path / "x.geo.json") == "geojson"
-    assert writers.format_for(tmp_path / "x.png") == "overlay"
-    assert writers.format_for(tmp_path / "x.txt") is None
+    assert writers.format_for(tmp_path / "x.GeoJSON") == ("geojson", False)
+    assert writers.format_for(tmp_path / "x.geo.json") == ("geojson", False)
+    assert writers.format_for(tmp_path / "x.geojson.gz") == ("geojson", True)
+    assert writers.format_for(tmp_path / "x.csv.gz") == ("csv", True)
+    assert writers.format_for(tmp_path / "x.png") == ("overlay", False)
+    assert writers.format_for(tmp_path / "x.txt") is None and writers.format_for(tmp_path / "x.png.gz") is None

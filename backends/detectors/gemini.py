@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.cells import Detections
-from mastctl.errors import BackendError, MastctlError
+from mastctl.errors import BackendError, MastctlError, register_secret
+from mastctl.scale import working
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -58,10 +59,12 @@ class GeminiDetector:
         if not key:
             raise BackendError(f"the gemini detector needs an API key in ${settings.api_key_env} "
                                "(gemini.api_key_env names the variable)")
+        register_secret(key)  # never printed, whatever a server's error text quotes
         self._key = key
         self._client: Any = None
         self._kb: Any = None
         self._kb_note: str | None = None
+        self._candidates: Any = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -75,6 +78,18 @@ class GeminiDetector:
                                      retry_options=types.HttpRetryOptions(attempts=1))  # mastctl retries itself
             self._client = genai.Client(api_key=self._key, http_options=http)
         return self._client
+
+    def candidate_detector(self) -> Any:
+        """The detector whose candidate cells pick the knowledge-base examples (the morphology detector)."""
+        if self._candidates is None:
+            from mastctl import registry
+            from mastctl.protocols import CandidateDetector
+
+            detector = registry.create("detector", "morphology", self.profile)
+            if not isinstance(detector, CandidateDetector):
+                raise BackendError("the gemini detector picks examples with a CandidateDetector ('morphology')")
+            self._candidates = detector
+        return self._candidates
 
     def knowledge_base(self) -> Any:
         """The profile's KB, or None (with the reason kept for the output)."""
@@ -96,7 +111,7 @@ class GeminiDetector:
         from mastctl import gemini as G
         from mastctl import tiling
 
-        mpp = image.mpp or 0.5
+        mpp = working(image.mpp)
         o = self.options
         usage = G.Usage()
         cache = G.ResponseCache(Path(o.cache_dir).expanduser() if o.cache_dir else None)
@@ -153,12 +168,12 @@ class GeminiDetector:
         kb = self.knowledge_base()
         if kb is None or k == 0 or self.options.candidates_per_tile == 0:
             return []
+        from mastctl.imaging import Image
         from mastctl.kb import crops as C
-        from mastctl.morphology import analyse, classify, default_model
 
         window = tile.pixels
         window_mpp = mpp * tile.scale
-        cells = classify(analyse(window, window_mpp), default_model())
+        cells = self.candidate_detector().candidates(Image(window, "tile", window_mpp))
         cells.sort(key=lambda c: -(c.features.get("p_explicit", 0) + c.features.get("p_implicit", 0)))
         best: dict[str, G.Example] = {}
         for cell in cells[: self.options.candidates_per_tile]:

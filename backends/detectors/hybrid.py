@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.cells import Cell, Detections
-from mastctl.errors import MastctlError
+from mastctl.errors import ConfigError, MastctlError
+from mastctl.scale import working
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -61,13 +62,14 @@ class HybridDetector:
         self.options = options or self.Options()
         unknown = [o for o in self.options.opinions if o not in SECOND_OPINIONS]
         if unknown:
-            from mastctl.errors import ConfigError
-
             raise ConfigError(f"backend_options.hybrid.opinions: unknown opinion {unknown[0]!r} (choose from {', '.join(SECOND_OPINIONS)})")
         self.profile = profile or P()
+        from mastctl.protocols import CandidateDetector
+
         self.morphology = registry.create("detector", "morphology", self.profile)
-        own = self.morphology.options.mast_threshold or self.morphology.model.mast_threshold
-        self.threshold = self.options.threshold or own or 0.5
+        if not isinstance(self.morphology, CandidateDetector):
+            raise ConfigError("hybrid needs a candidate detector (mastctl.protocols.CandidateDetector) as 'morphology'")
+        self.threshold = self.options.threshold or self.morphology.mast_threshold
         self.unavailable: dict[str, str] = {}
         self.kb = self._open_kb() if "kb" in self.options.opinions else None
         self.gemini = self._open_detector("gemini", "gemini") if "gemini" in self.options.opinions else None
@@ -99,16 +101,18 @@ class HybridDetector:
         o = self.options
         w = o.weights
         t0 = time.perf_counter()
-        base = self.morphology.detect(image)
-        mpp = image.mpp or 0.5
-        uncertain = [c for c in base.cells if o.certain_low < _p_mast(c) < o.certain_high]
+        t_base = time.perf_counter()
+        base_cells = self.morphology.candidates(image)
+        base_s = time.perf_counter() - t_base
+        mpp = working(image.mpp)
+        uncertain = [c for c in base_cells if o.certain_low < _p_mast(c) < o.certain_high]
         kb_votes = self._kb_votes(image, uncertain, mpp) if self.kb is not None and uncertain else {}
         gemini_points, gemini_info = self._points(self.gemini, "gemini", image) if self.gemini is not None and uncertain else ([], None)
         vlm_points, vlm_info = self._points(self.vlm, "vlm", image) if self.vlm is not None and uncertain else ([], None)
         t1 = time.perf_counter()
         cells: list[Cell] = []
         used = {"morphology"}
-        for c in base.cells:
+        for c in base_cells:
             p = _p_mast(c)
             p_exp = c.features.get("p_explicit", 0.0) / p if p > 0 else 0.5
             if not (o.certain_low < p < o.certain_high):
@@ -132,14 +136,14 @@ class HybridDetector:
             else:
                 cells.append(c)
         info: dict[str, Any] = {"opinions": sorted(used), "unavailable": dict(self.unavailable),
-                                "candidates": len(base.cells), "uncertain": len(uncertain),
+                                "candidates": len(base_cells), "uncertain": len(uncertain),
                                 "weights": {k: v for k, v in w.items() if k in used}}
         if gemini_info is not None:
             info["gemini"] = gemini_info
         if vlm_info is not None:
             info["vlm"] = vlm_info
         return Detections(image=image.info, backend=self.name, cells=tuple(cells),
-                          timing_s={**base.timing_s, "second_opinions": t1 - t0 - sum(base.timing_s.values())}, info=info)
+                          timing_s={"candidates": base_s, "second_opinions": t1 - t0 - base_s}, info=info)
 
     def _kb_votes(self, image: Image, candidates: list[Cell], mpp: float) -> dict[int, Any]:
         from mastctl.fusion import Opinion

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.cells import Cell, Detections
+from mastctl.scale import working
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -28,7 +29,6 @@ class LogNucleusDetector:
         radius_min_um: float = Field(3.0, gt=0, description="Smallest nucleus radius looked for.")
         radius_max_um: float = Field(5.0, gt=0, description="Largest nucleus radius looked for.")
         threshold: float = Field(0.12, gt=0, description="Scale-normalised LoG response (hematoxylin OD) a nucleus must reach.")
-        default_mpp: float = Field(0.5, gt=0, description="Scale assumed for images without one.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         self.options = options or self.Options()
@@ -40,7 +40,7 @@ class LogNucleusDetector:
         from mastctl import stains
 
         o = self.options
-        mpp = image.mpp or o.default_mpp
+        mpp = working(image.mpp)
         hema = stains.separate(image.pixels)[..., 0]
         radii = np.linspace(o.radius_min_um, o.radius_max_um, 4) / mpp
         response = np.max([-(r / math.sqrt(2)) ** 2 * gaussian_laplace(hema, r / math.sqrt(2)) for r in radii], axis=0)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.cells import Detections
 from mastctl.errors import InputError
+from mastctl.scale import working
 
 MAX_MPP = 1.2  # coarser than this (below about 8x), a 7 um nucleus spans fewer than 6 pixels
 
@@ -32,7 +33,6 @@ class MorphologyDetector:
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         model: str | None = Field(None, description="Model JSON from `mastctl finetune morphology`; null: the built-in criteria model.")
-        default_mpp: float = Field(0.5, gt=0, description="Scale assumed for images without one (um/px).")
         normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
@@ -51,6 +51,15 @@ class MorphologyDetector:
 
             self.nuclei_net = NucleusNet.load(self.options.nuclei)
 
+    @property
+    def mast_threshold(self) -> float:
+        """P(mast) from which a nucleus is reported as a mast cell (CandidateDetector)."""
+        return self.options.mast_threshold or self.model.mast_threshold or 0.5
+
+    def candidates(self, image: Image) -> list:
+        """Every nucleus with its p_explicit / p_implicit (CandidateDetector): what hybrid fuses opinions on."""
+        return list(self.detect(image).cells)
+
     def slide_options(self, sample, mpp: float) -> dict:
         """Options that make every tile of one slide use the same stains and threshold."""
         from mastctl.morphology import calibrate
@@ -64,7 +73,7 @@ class MorphologyDetector:
 
         from mastctl.morphology import analyse, classify
 
-        mpp = image.mpp or self.options.default_mpp
+        mpp = working(image.mpp)
         if mpp > MAX_MPP:
             raise InputError(f"{image.path}: {mpp:g} um/px is too coarse to see cells (nuclei would be under "
                              f"{7 / mpp:.1f} px); the morphology detector needs {MAX_MPP:g} um/px or finer (10x or more)")

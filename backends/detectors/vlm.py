@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mastctl.cells import Cell, Detections
 from mastctl.errors import BackendError
+from mastctl.scale import working
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -82,7 +83,7 @@ class _VlmDetector:
         from mastctl.vlm import formats as F
         from mastctl.vlm.training import generate
 
-        mpp = image.mpp or 0.5
+        mpp = working(image.mpp)
         tile_um = self.options.tile_um or self.adapter_info.get("tile_um", 128.0)
         tile_mpp = self.options.tile_mpp or self.adapter_info.get("tile_mpp", 0.5)
         loaded = self.loaded()

@@ -8,7 +8,6 @@ nothing is downloaded at run time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +57,12 @@ class MiniLMEmbedder:
         if self._model is None:
             from mastctl.devices import resolve_device
 
-            self._model = _model(str(self.model_path()), resolve_device(self._gpu))
-            dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") else self._model.get_sentence_embedding_dimension()
+            from mastctl.hf import sentence_model
+
+            self._model = sentence_model(str(self.model_path()), resolve_device(self._gpu))
+            from mastctl.hf import sentence_dim
+
+            dim = sentence_dim(self._model)
             self.dim = int(dim)
         return self._model
 
@@ -72,14 +75,3 @@ class MiniLMEmbedder:
         vectors = model.encode(list(items), batch_size=self.options.batch_size, normalize_embeddings=True,
                                convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
-
-
-@cache
-def _model(path: str, device: str) -> Any:
-    """One loaded model per (folder, device) and process: commands and backends share it."""
-    from mastctl.hf import quiet
-
-    quiet()  # never the hub, whatever the model folder says
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(path, device=device, local_files_only=True)

@@ -28,9 +28,9 @@ class Teacher:
     def _load(self) -> Any:
         if self._encode is None:
             if (self.path / "modules.json").is_file():
-                from mastctl.backends.embedders.minilm import _model
+                from mastctl.hf import sentence_model
 
-                st = _model(str(self.path), self.device)
+                st = sentence_model(str(self.path), self.device)
                 self._encode = lambda texts: st.encode(list(texts), batch_size=64, normalize_embeddings=True,
                                                        convert_to_numpy=True, show_progress_bar=False)
             else:

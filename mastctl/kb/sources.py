@@ -47,7 +47,9 @@ def cell_records(pixels: np.ndarray, mpp: float, cells: Sequence[Cell], *, key: 
     h, w = pixels.shape[:2]
     inside = [c for c in cells if 0 <= c.x < w and 0 <= c.y < h]
     crop_arrays = [C.cut(pixels, mpp, c.x, c.y, crop_um) for c in inside]
-    if hasattr(embedder, "embed_and_measure"):
+    from mastctl.protocols import MeasuringEmbedder
+
+    if isinstance(embedder, MeasuringEmbedder):
         vectors, measures = embedder.embed_and_measure(crop_arrays) if crop_arrays else (np.zeros((0, embedder.dim)), [])
     else:
         vectors, measures = (embedder.embed(crop_arrays) if crop_arrays else np.zeros((0, embedder.dim))), [None] * len(inside)
@@ -69,9 +71,9 @@ def cell_records(pixels: np.ndarray, mpp: float, cells: Sequence[Cell], *, key: 
 def synth_tile_records(tile, key: str, embedder: Any | None = None) -> tuple[list[CellRecord], list[np.ndarray]]:
     """Records of a rendered synthetic tile (benchmarks, tests)."""
     if embedder is None:
-        from mastctl.backends.embedders.cellcrop import CellCropEmbedder
+        from mastctl import registry
 
-        embedder = CellCropEmbedder()
+        embedder = registry.create("embedder", "cellcrop")
     cells = [Cell(c.x, c.y, c.label, c.kind, 1.0) for c in tile.cells]
     return cell_records(tile.he, tile.mpp, cells, key=key, embedder=embedder, image_path=f"{key}_he.png", source="synthetic")
 
@@ -90,6 +92,21 @@ def find_image(key: str, named: str | None, folders: Sequence[Path]) -> Path:
                     return candidate
     where = ", ".join(str(f) for f in folders) or "(no --images folder given)"
     raise InputError(f"no image found for annotations of {key!r} (looked for {key}.* in {where}); give --images DIR")
+
+
+def images_in(source: Path, from_analysis: bool = False) -> int:
+    """How many images an ingest source will read (for progress): a JSONL file counts as one."""
+    if source.suffix.lower() == ".jsonl":
+        return 1
+    if from_analysis:
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return 1
+        return len(data) if isinstance(data, list) else 1
+    from mastctl.truth import load_truth
+
+    return max(1, len(load_truth(source)))
 
 
 def truth_batches(truth: Path, images: Sequence[Path], *, embedder: Any, mpp: float | None, crop_um: float,
@@ -210,3 +227,53 @@ def analysis_batches(path: Path, images: Sequence[Path], *, embedder: Any, mpp: 
             for r in records:
                 r.insights.append(f"marked in {Path(str(yes)).name}")
         yield image_path, records, vectors
+
+
+# --------------------------------------------------------------------------- record files (kb add --file, kb ingest *.jsonl)
+
+
+def read_records_file(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    import yaml
+
+    from mastctl import yamlio
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yamlio.load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise InputError(f"{path}: expected a record (a mapping) or a list of records")
+    return items
+
+
+def with_derived_id(raw: dict[str, Any]) -> dict[str, Any]:
+    if raw.get("id") or not raw.get("image_path") or not isinstance(raw.get("coordinates"), dict):
+        return raw
+    from mastctl.truth import image_key
+
+    return {**raw, "id": record_id(image_key(raw["image_path"]), raw["coordinates"]["x"], raw["coordinates"]["y"])}
+
+
+def with_crop(crop_um: float, record: CellRecord, base: Path, mpp: float | None) -> CellRecord:
+    """A record naming an image and a point gets its crop (and mpp) from the image, unless it has one."""
+    if record.crop_png is not None or not record.image_path or record.coordinates is None:
+        return record
+    from mastctl import imaging
+    from mastctl.kb import crops as C
+
+    path = Path(record.image_path)
+    if not path.is_absolute() and not path.exists():
+        path = base / path
+    image = imaging.load(path, mpp=mpp or record.mpp)
+    use_mpp = mpp or record.mpp or image.mpp
+    if not use_mpp:
+        raise InputError(f"{path}: resolution unknown; give --mpp")
+    crop = C.cut(image.pixels, use_mpp, record.coordinates.x, record.coordinates.y, crop_um)
+    return record.model_copy(update={"crop_png": C.to_png(crop), "crop_um": crop_um, "mpp": use_mpp})

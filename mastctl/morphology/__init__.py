@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mastctl.cells import Cell
-from mastctl.morphology import features as F
+from mastctl.morphology import measure, segment, stain
 from mastctl.morphology.model import CLASSES, TYPE_TO_CLASS, Model
 
 DEFAULT_MODEL = "default_model.json"
@@ -25,8 +25,8 @@ LABEL_RADIUS_UM = 3.5  # a detected nucleus takes the class of a true cell this 
 
 @dataclass
 class Analysis:
-    stained: F.Stained
-    nuclei: F.Nuclei
+    stained: stain.Stained
+    nuclei: segment.Nuclei
     X: np.ndarray  # features, one row per nucleus
     every_region_is_a_cell: bool = False  # nuclei from a learned finder: never dropped as "no cell"
 
@@ -49,13 +49,13 @@ def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False, vectors=Non
         from mastctl.stains import normalize as restain
 
         pixels = restain(pixels)
-    st = F.separate(pixels, mpp, vectors)
+    st = stain.separate(pixels, mpp, vectors)
     proposals = None
     if nuclei_net is not None:
         proximity = nuclei_net.proximity(st)
         proposals = (proximity, nuclei_net.peaks(proximity, st.mpp))
-    nuc = F.segment(st, threshold=threshold, proposals=proposals)
-    return Analysis(st, nuc, F.features(st, nuc), every_region_is_a_cell=nuclei_net is not None)
+    nuc = segment.segment(st, threshold=threshold, proposals=proposals)
+    return Analysis(st, nuc, measure.features(st, nuc), every_region_is_a_cell=nuclei_net is not None)
 
 
 def default_model() -> Model:
@@ -73,7 +73,7 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     """
     from scipy.spatial import cKDTree
 
-    P = model.predict_proba(model.select(analysis.X, F.FEATURE_NAMES))
+    P = model.predict_proba(model.select(analysis.X, measure.FEATURE_NAMES))
     if len(P) == 0:
         return []
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
@@ -149,7 +149,7 @@ def training_set(samples, radius_um: float = LABEL_RADIUS_UM, normalize: bool = 
         xs.append(a.X)
         ys.append(y)
     if not xs:
-        return np.zeros((0, len(F.FEATURE_NAMES)), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, len(measure.FEATURE_NAMES)), np.float32), np.zeros(0, np.int64)
     return np.vstack(xs), np.concatenate(ys)
 
 
@@ -189,7 +189,7 @@ def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str =
     if cells < 20:
         raise InputError(f"too little to learn from: {cells} of {len(X)} detected nuclei matched an annotated cell "
                          "(need at least 20; check that image names match the truth and the scale is right)")
-    model = fit(X, y, list(F.FEATURE_NAMES), kind=kind)
+    model = fit(X, y, list(measure.FEATURE_NAMES), kind=kind)
     builtin = default_model()
     model.neighbour_boost, model.mast_threshold = builtin.neighbour_boost, builtin.mast_threshold
     model.info["normalize"] = normalize
@@ -202,6 +202,6 @@ def calibrate(pixels: np.ndarray, mpp: float, normalize: bool = False) -> dict:
         from mastctl.stains import normalize as restain
 
         pixels = restain(pixels)
-    st = F.separate(pixels, mpp)
+    st = stain.separate(pixels, mpp)
     return {"stain_vectors": [[round(float(v), 6) for v in vec] for vec in st.vectors],
-            "nucleus_threshold": round(F.nucleus_threshold(st), 6)}
+            "nucleus_threshold": round(segment.nucleus_threshold(st), 6)}

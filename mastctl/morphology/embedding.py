@@ -19,7 +19,7 @@ import numpy as np
 
 from mastctl.kb.crops import CROP_MPP
 from mastctl.morphology import analyse, default_model
-from mastctl.morphology.features import FEATURE_NAMES
+from mastctl.morphology.measure import FEATURE_NAMES
 from mastctl.morphology.model import CLASSES
 
 CONSTANTS = "crop_embedding.json"

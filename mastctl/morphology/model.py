@@ -22,23 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from mastctl.cells import LOOK_ALIKES
 from mastctl.errors import InputError
 from mastctl.metrics import expected_calibration_error
 
 SCHEMA = "mastctl/morphology-model@1"
 # "other": a real cell of another type (endothelial, epithelial, ...); "spurious": no cell at all
 # (a fragment, a fold, debris) — never reported.
-CLASSES = ("mast_explicit", "mast_implicit", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other", "spurious")
-TYPE_TO_CLASS = {
-    ("mast_cell", "explicit"): "mast_explicit",
-    ("mast_cell", "implicit"): "mast_implicit",
-    ("mast_cell", None): "mast_explicit",
-    ("lymphocyte", None): "lymphocyte",
-    ("plasma_cell", None): "plasma_cell",
-    ("fibroblast", None): "fibroblast",
-    ("eosinophil", None): "eosinophil",
-    ("other", None): "other",
-}
+CLASSES = ("mast_explicit", "mast_implicit", *LOOK_ALIKES, "spurious")
+TYPE_TO_CLASS = {("mast_cell", "explicit"): "mast_explicit", ("mast_cell", "implicit"): "mast_implicit",
+                 ("mast_cell", None): "mast_explicit", **{(label, None): label for label in LOOK_ALIKES}}
 
 
 @dataclass
@@ -86,6 +79,16 @@ class Model:
             self.__dict__["_packed_cache"] = cached
         return cached
 
+    def check(self) -> None:
+        """Exercise the parameters once on a dummy row: a damaged file fails here, at load, not mid-run."""
+        if not self.features or not self.classes:
+            raise InputError("morphology model: no features or no classes")
+        if self.kind == "gbm":
+            self._packed()
+        probe = self.predict_proba(np.zeros((1, len(self.features))))
+        if probe.shape != (1, len(self.classes)) or not np.isfinite(probe).all():
+            raise InputError("morphology model: its parameters do not give one probability per class")
+
     def select(self, X: np.ndarray, names: tuple[str, ...] | list[str]) -> np.ndarray:
         """The columns of ``X`` (named ``names``) this model was fitted on, in its order."""
         if list(names) == self.features:
@@ -127,9 +130,21 @@ class Model:
             raise InputError(f"{p}: not a readable model file: {exc}") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise InputError(f"{p}: not a mastctl morphology model ({SCHEMA})")
-        return cls(data["kind"], list(data["features"]), list(data["classes"]), data["params"],
-                   float(data.get("temperature", 1.0)), float(data.get("neighbour_boost", 1.0)),
-                   data.get("mast_threshold"), data.get("info", {}))
+        missing = [k for k in ("kind", "features", "classes", "params") if k not in data]
+        if missing:
+            raise InputError(f"{p}: a morphology model without {', '.join(missing)}; fit it again with `mastctl finetune morphology`")
+        if data["kind"] not in ("gbm", "logistic") or not isinstance(data["params"], dict):
+            raise InputError(f"{p}: unknown model kind {data['kind']!r} (gbm or logistic)")
+        try:
+            model = cls(data["kind"], list(data["features"]), list(data["classes"]), data["params"],
+                        float(data.get("temperature", 1.0)), float(data.get("neighbour_boost", 1.0)),
+                        data.get("mast_threshold"), data.get("info", {}))
+            model.check()
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise InputError(f"{p}: a damaged morphology model ({type(exc).__name__}: {exc}); fit it again") from None
+        return model
 
 
 def _tree_depth(tree: dict[str, list]) -> int:

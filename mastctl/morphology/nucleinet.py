@@ -17,7 +17,6 @@ the classifier names.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mastctl.errors import BackendError, InputError
-from mastctl.morphology.features import Stained
+from mastctl.morphology.stain import Stained
 
 SCHEMA = "mastctl/nucleus-net@1"
 PATCH = 128  # training patch side, working pixels
@@ -164,7 +163,7 @@ def find_peaks(proximity: np.ndarray, mpp: float, threshold: float) -> np.ndarra
     plateau, n = ndi.label(peak, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros((0, 2))
-    from mastctl.morphology.features import centroids
+    from mastctl.morphology.segment import centroids
 
     return centroids(plateau, n)
 
@@ -185,16 +184,14 @@ def example(name: str, st: Stained, points_px: np.ndarray) -> Example:
     return Example(name, stain_input(st), target_map(st.h.shape, pts, RADIUS_UM / st.mpp), pts, st)
 
 
-def device_for(device: str | None = None) -> str:
-    """``cuda`` when asked for or (``auto``/None) when a GPU is there, else ``cpu``."""
-    torch = _torch()
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise InputError(f"--device {device}: use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: torch sees no GPU here (use cpu or auto)")
-    return device
+def device_for(device: str | None = None, gpu=None) -> str:
+    """The torch device for fitting: ``device`` (a --device value) if given, else the profile's gpu_settings."""
+    from mastctl.devices import resolve_device
+
+    _torch()
+    if device is None and gpu is None:
+        device = "auto"
+    return resolve_device(gpu, device)
 
 
 def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
@@ -321,7 +318,7 @@ def best_threshold(counts: np.ndarray) -> tuple[float, float]:
 def examples_from_annotations(images, truth, *, mpp: float | None = None, max_pixels: int | None = None) -> list[Example]:
     """Examples from annotated images (``truth``: key -> TruthImage); every truth point is a nucleus centre."""
     from mastctl.morphology import annotated_images
-    from mastctl.morphology import features as F
+    from mastctl.morphology import stain
 
-    return [example(Path(path).name, F.separate(pixels, scale), np.array([(c.x, c.y) for c in cells], float).reshape(-1, 2))
+    return [example(Path(path).name, stain.separate(pixels, scale), np.array([(c.x, c.y) for c in cells], float).reshape(-1, 2))
             for path, pixels, scale, cells in annotated_images(images, truth, mpp=mpp, max_pixels=max_pixels)]

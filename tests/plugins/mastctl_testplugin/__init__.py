@@ -15,7 +15,7 @@ class PointsDetector:
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         cells: list[list] = Field(default_factory=list)
-        area_mm2: float | None = None
+        gain: float = Field(1.0, ge=0, description="Confidences are multiplied by this (at most 1).")
 
     def __init__(self, options: Options, profile=None) -> None:
         self.options = options
@@ -23,12 +23,12 @@ class PointsDetector:
 
     def detect(self, image) -> Detections:
         cells = [
-            Cell(x=float(x), y=float(y), label=label, kind=kind or None, confidence=float(conf),
+            Cell(x=float(x), y=float(y), label=label, kind=kind or None, confidence=min(1.0, float(conf) * self.options.gain),
                  features={"mean_red": float(image.pixels[int(y), int(x), 0])})
             for x, y, label, kind, conf in self.options.cells
+            if 0 <= x < image.width and 0 <= y < image.height  # a region of a slide holds only some of them
         ]
-        return Detections(image=image.info, backend=self.name, cells=cells, area_mm2=self.options.area_mm2,
-                          timing_s={"model": 0.0})
+        return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"model": 0.0})
 
 
 class NeedsMissingDependency:
