@@ -146,16 +146,21 @@ def estimate_he(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0, min_pix
     return unit(hema), unit(eosin)
 
 
-# Reference of the usual Macenko normalisation: 99th-percentile concentrations.
+# The reference of Macenko normalisation as torchstain and the original code use it: the stain
+# vectors of one reference slide (columns of HERef) and that slide's 99th-percentile concentrations
+# (maxCRef) measured with *those* vectors. The two belong together: maxima from one reference with
+# another reference's vectors re-stain to the wrong intensities.
+REFERENCE_HE = ((0.5626, 0.7201, 0.4062), (0.2159, 0.8012, 0.5581))
 REFERENCE_MAX = (1.9705, 1.0308)
 
 
-def normalize(rgb: np.ndarray, reference=(HEMATOXYLIN, EOSIN), reference_max=REFERENCE_MAX) -> np.ndarray:
+def normalize(rgb: np.ndarray, reference=REFERENCE_HE, reference_max=REFERENCE_MAX) -> np.ndarray:
     """Macenko normalisation: re-stain ``rgb`` with the reference vectors and intensities.
 
     The image's own vectors are estimated, its concentrations scaled so their
     99th percentiles match ``reference_max``, and the image recomposed with
-    the reference vectors. Near-empty images come back unchanged.
+    the reference vectors (``reference_max`` must have been measured with them).
+    Near-empty images come back unchanged.
     """
     import numpy as np
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mastctl.cells import SCHEMA as DETECTIONS_SCHEMA
-from mastctl.cells import Cell, Detections
+from mastctl.cells import Cell, Detections, parse_label
 from mastctl.errors import InputError
 from mastctl.imaging import IMAGE_SUFFIXES
 
@@ -48,15 +48,8 @@ def image_key(name: str | Path) -> str:
 
 
 def parse_class(name: Any) -> tuple[str, str | None]:
-    """A free class name -> (label, kind): 'Mast cell: Implicit' -> ('mast_cell', 'implicit')."""
-    text = str(name or "").strip().lower().replace("-", " ").replace("_", " ")
-    kind = "explicit" if "explicit" in text else "implicit" if "implicit" in text else None
-    if "mast" in text or kind:
-        return "mast_cell", kind
-    for key, label in (("lymph", "lymphocyte"), ("plasma", "plasma_cell"), ("fibro", "fibroblast"), ("eosin", "eosinophil")):
-        if key in text:
-            return label, None
-    return "other", None
+    """A free class name -> (label, kind): 'Mast cell: Implicit' -> ('mast_cell', 'implicit'); unknown -> 'other'."""
+    return parse_label(name) or ("other", None)
 
 
 def load_truth(path: str | Path, classes: Iterable[str] | None = None) -> dict[str, TruthImage]:
@@ -98,12 +91,69 @@ def _load_file(p: Path, keep: set[str] | None, strict: bool = True) -> dict[str,
         det = Detections.from_dict(data)
         key = image_key(det.image.path)
         return {key: TruthImage(key, det.cells, det.image.mpp, det.image.path)}
+    key = image_key(p.name.removesuffix(".geo.json") if p.name.endswith(".geo.json") else p.stem)
+    for suffix in ("_cells", "_cell_detection", "_detections"):  # CellViT / HoVer-Net output names
+        if key.endswith(suffix) and len(key) > len(suffix):
+            key = key[: -len(suffix)]
+    nuclei = _nucleus_model_output(data)
+    if nuclei is not None:
+        return {key: TruthImage(key, tuple(_read_nuclei(p, nuclei, keep)))}
     if (isinstance(data, dict) and data.get("type") in ("FeatureCollection", "Feature")) or isinstance(data, list):
-        key = image_key(p.name.removesuffix(".geo.json") if p.name.endswith(".geo.json") else p.stem)
-        return {key: TruthImage(key, tuple(_read_geojson(p, data, keep)))}
+        unknown: set[str] = set()
+        cells = _read_geojson(p, data, keep, unknown)
+        if unknown:
+            _warn(f"{p}: class names mastctl does not know ({', '.join(sorted(unknown)[:5])}) are read as 'other'")
+        return {key: TruthImage(key, tuple(cells))}
     if not strict:
         return {}
     raise InputError(f"{p}: not a truth format mastctl reads (synth JSON, detections JSON, GeoJSON, CSV)")
+
+
+# PanNuke's classes, as HoVer-Net and CellViT number them
+PANNUKE_TYPES = {0: "background", 1: "neoplastic", 2: "inflammatory", 3: "connective", 4: "dead", 5: "epithelial"}
+
+
+def _nucleus_model_output(data: Any) -> tuple[list[dict[str, Any]], dict[int, str]] | None:
+    """(nuclei, type names) of a HoVer-Net (``{"nuc": {...}}``) or CellViT (``{"cells": [...]}``, a list) JSON."""
+    names = dict(PANNUKE_TYPES)
+    if isinstance(data, dict) and isinstance(data.get("nuc"), dict):
+        info = data.get("type_info") or {}
+        for k, v in info.items() if isinstance(info, dict) else ():
+            if str(k).isdigit():
+                names[int(k)] = str(v[0] if isinstance(v, list) and v else v)
+        return [n for n in data["nuc"].values() if isinstance(n, dict)], names
+    cells = data.get("cells") if isinstance(data, dict) else data if isinstance(data, list) else None
+    if isinstance(cells, list) and cells and isinstance(cells[0], dict) and "centroid" in cells[0]:
+        tmap = data.get("type_map") if isinstance(data, dict) else None
+        for k, v in (tmap or {}).items():
+            if str(k).isdigit():
+                names[int(k)] = str(v)
+        return cells, names
+    return None
+
+
+def _read_nuclei(p: Path, found: tuple[list[dict[str, Any]], dict[int, str]], keep: set[str] | None) -> list[Cell]:
+    """Every nucleus of another model's output, at its centroid, named by its type (mostly 'other')."""
+    nuclei, names = found
+    cells = []
+    for n, nuc in enumerate(nuclei):
+        type_name = names.get(int(nuc.get("type") or 0), str(nuc.get("type"))) if str(nuc.get("type", "0")).isdigit() \
+            else str(nuc.get("type"))
+        if keep is not None and type_name.lower() not in keep:
+            continue
+        label, kind = parse_label(type_name) or ("other", None)
+        try:
+            x, y = _xy(nuc.get("centroid"))
+            cells.append(Cell(x, y, label, kind if label == "mast_cell" else None, 1.0))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{p}: nucleus {n}: {exc}") from None
+    return cells
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"mastctl: warning: {message}\n")
 
 
 def _read_kb_export(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
@@ -178,37 +228,92 @@ def _read_csv(p: Path, keep: set[str] | None) -> dict[str, TruthImage]:
     return {k: TruthImage(k, tuple(v)) for k, v in by_key.items()}
 
 
-def _read_geojson(p: Path, data: Any, keep: set[str] | None) -> list[Cell]:
-    features = data if isinstance(data, list) else data.get("features", [data]) if data.get("type") == "FeatureCollection" or "geometry" in data else []
+def qupath_class_name(props: dict[str, Any]) -> str:
+    """The class of a QuPath feature, in any version's shape.
+
+    QuPath 0.3 writes ``classification: {"name": "Mast cell: Explicit", "colorRGB": ...}``; 0.4 and 0.5
+    write a derived class as ``classification: {"names": ["Mast cell", "Explicit"], "color": [...]}``;
+    hand-made files use a bare string or a ``name`` property.
+    """
+    cls = props.get("classification")
+    if isinstance(cls, dict):
+        names = cls.get("names")
+        if isinstance(names, list) and names:
+            return ": ".join(str(n) for n in names)
+        return str(cls.get("name") or "")
+    if isinstance(cls, str):
+        return cls
+    return str(props.get("name") or props.get("class") or props.get("label") or "")
+
+
+def _read_geojson(p: Path, data: Any, keep: set[str] | None, unknown: set[str] | None = None) -> list[Cell]:
+    """Cells of a GeoJSON: Points and MultiPoints, and the centroids of detection/cell polygons.
+
+    Region annotations (a polygon whose objectType is "annotation": a tissue outline, a hotspot) are
+    not cells and are skipped; a point annotation (QuPath's counting tool) is a cell.
+    """
+    if isinstance(data, list):
+        features = data
+    elif isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features") or []
+    elif isinstance(data, dict) and ("geometry" in data or data.get("type") == "Feature"):
+        features = [data]
+    else:
+        features = []
     cells = []
-    for f in features:
+    for n, f in enumerate(features):
+        if not isinstance(f, dict):
+            raise InputError(f"{p}: feature {n} is not a GeoJSON object")
         props = f.get("properties") or {}
-        cls = props.get("classification")
-        name = cls.get("name") if isinstance(cls, dict) else cls if isinstance(cls, str) else props.get("name", "")
-        if keep is not None and str(name).strip().lower() not in keep:
+        if not isinstance(props, dict):
+            props = {}
+        geometry = f.get("geometry") or {}
+        if not isinstance(geometry, dict):
+            raise InputError(f"{p}: feature {n} has a geometry that is not an object")
+        if props.get("objectType") == "annotation" and geometry.get("type") in ("Polygon", "MultiPolygon", "LineString"):
             continue
-        label, kind = parse_class(name)
-        for x, y in _points(f.get("geometry") or {}):
-            cells.append(Cell(float(x), float(y), label, kind, 1.0))
+        name = qupath_class_name(props)
+        if keep is not None and name.strip().lower() not in keep:
+            continue
+        known = parse_label(name)
+        if known is None and unknown is not None and name:
+            unknown.add(name)
+        label, kind = known or ("other", None)
+        try:
+            points = _points(geometry)
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            raise InputError(f"{p}: feature {n}: coordinates are not a valid {geometry.get('type')} ({exc})") from None
+        for x, y in points:
+            try:
+                cells.append(Cell(float(x), float(y), label, kind if label == "mast_cell" else None, 1.0))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{p}: feature {n}: {exc}") from None
     return cells
+
+
+def _xy(position: Any) -> tuple[float, float]:
+    """[x, y] or [x, y, z] (GeoJSON allows a third value; it is ignored)."""
+    if not isinstance(position, (list, tuple)) or len(position) < 2:
+        raise ValueError(f"a position must be [x, y], got {position!r}"[:120])
+    return float(position[0]), float(position[1])
 
 
 def _points(geometry: dict[str, Any]) -> list[tuple[float, float]]:
     kind, coords = geometry.get("type"), geometry.get("coordinates")
     if kind == "Point":
-        return [(coords[0], coords[1])]
+        return [_xy(coords)]
     if kind == "MultiPoint":
-        return [(c[0], c[1]) for c in coords]
+        return [_xy(c) for c in coords]
     if kind == "Polygon":
-        return [_centroid(coords[0])]
+        return [_centroid([_xy(c) for c in coords[0]])]
     if kind == "MultiPolygon":
-        return [_centroid(poly[0]) for poly in coords]
+        return [_centroid([_xy(c) for c in poly[0]]) for poly in coords]
     if kind == "GeometryCollection":
         return [pt for g in geometry.get("geometries", []) for pt in _points(g)]
     return []
 
 
-def _centroid(ring: list[list[float]]) -> tuple[float, float]:
+def _centroid(ring: list[tuple[float, float]]) -> tuple[float, float]:
     """Area centroid of a polygon ring (shoelace); the vertex mean for degenerate rings."""
     area = cx = cy = 0.0
     for (x0, y0), (x1, y1) in zip(ring, ring[1:] + ring[:1]):
