@@ -59,10 +59,60 @@ DENSITY = {
 
 
 @dataclass(frozen=True)
+class Style:
+    """How a tile is drawn: its tissue, its crowd, its stains and its camera.
+
+    ``gut`` is the renderer as it always was (same seed, same tile). The others change what a model
+    fitted on one rendering could learn by heart: a sheet of round cells (a mast cell tumour, a
+    lymphoid aggregate), carcinoma nests of large pale nuclei, and ``faded`` — other stain vectors and
+    intensities, a yellow cast, soft focus and JPEG, coarse irregular nuclei, a denser crowd — which
+    no shipped model is trained on: scoring on it measures transfer, not memory.
+    """
+
+    name: str
+    crypts: float = 0.9  # per 0.1 mm^2
+    fat: float = 0.35  # chance of a fat lobule
+    nests: float = 0.0  # carcinoma nests per 0.1 mm^2
+    sheet: bool = False  # a dense sheet of round cells over much of the tile
+    crowd: float = 1.0  # density of the look-alikes
+    rot_deg: tuple[float, float] = (5.0, 5.0)  # largest rotation of the hematoxylin, eosin vectors
+    eosin_shift_deg: float = 0.0  # eosin turned towards purple by this much
+    gains: tuple[tuple[float, float], tuple[float, float]] = ((0.75, 1.25), (0.7, 1.25))  # hematoxylin, eosin
+    cast: tuple[float, float, float] | None = None  # white balance (R, G, B multipliers); None: a random neutral one
+    blur_um: tuple[float, float] = (0.2, 0.7)
+    jpeg: tuple[int, int] | None = None
+    wobble: float = 1.0  # nucleus outline irregularity, relative
+    chromatin: float = 1.0  # chromatin texture contrast, relative
+    size: float = 1.0  # cell and nucleus sizes, relative
+
+
+STYLES = {
+    "gut": Style("gut"),
+    "sheet": Style("sheet", crypts=0.2, fat=0.1, sheet=True, crowd=0.6, rot_deg=(7.0, 7.0), size=1.08),
+    "carcinoma": Style("carcinoma", crypts=0.4, fat=0.1, nests=6.0, crowd=1.2, rot_deg=(6.0, 8.0),
+                       gains=((0.9, 1.35), (0.5, 1.0))),
+    "faded": Style("faded", crypts=0.6, fat=0.2, crowd=1.5, rot_deg=(8.0, 6.0), eosin_shift_deg=12.0,
+                   gains=((1.0, 1.45), (0.4, 0.8)), cast=(1.0, 0.96, 0.84), blur_um=(0.5, 1.0), jpeg=(55, 80),
+                   wobble=2.4, chromatin=1.7, size=1.1),
+}
+TRAINING_STYLES = ("gut", "sheet", "carcinoma")
+HELD_OUT_STYLE = "faded"  # never in a shipped model's training data
+
+
+@dataclass(frozen=True)
 class SynthOptions:
     size: int = 512  # pixels per side
     mpp: float = 0.5  # micrometres per pixel
     jpeg_quality: int | None = None  # None: lossless PNG; else JPEG artefacts at this quality
+    style: str = "gut"  # one of STYLES
+
+    @property
+    def look(self) -> Style:
+        if self.style not in STYLES:
+            from mastctl.errors import UsageError
+
+            raise UsageError(f"unknown synthetic style {self.style!r} (choose from {', '.join(STYLES)})")
+        return STYLES[self.style]
 
 
 @dataclass
@@ -100,6 +150,7 @@ class SynthTile:
     transform: dict[str, Any]
     stain: dict[str, Any]
     seed: int | list[int]
+    style: str = "gut"
 
     def truth(self, stem: str) -> dict[str, Any]:
         return {
@@ -110,6 +161,7 @@ class SynthTile:
             "height": int(self.he.shape[0]),
             "mpp": self.mpp,
             "seed": self.seed,
+            "style": self.style,
             "transform": self.transform,
             "stain": self.stain,
             "cells": [c.to_dict() for c in self.cells],
@@ -195,6 +247,7 @@ def smooth_field(rng, n, sigma_px, low=0.0, high=1.0):
 class Renderer:
     def __init__(self, options: SynthOptions, seed: int | list[int]) -> None:
         self.o = options
+        self.style = options.look
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         mpp = options.mpp
@@ -235,7 +288,7 @@ class Renderer:
         n = cv.n
         area_mm2 = (n * cv.mpp / 1000.0) ** 2
         # Crypts: a lumen lined by epithelium with basal, elongated nuclei.
-        for _ in range(rng.poisson(0.9 * area_mm2 / 0.1)):
+        for _ in range(rng.poisson(self.style.crypts * area_mm2 / 0.1)):
             cx, cy = rng.uniform(0, n, 2)
             a, b = cv.px(rng.uniform(18, 35)), cv.px(rng.uniform(14, 28))
             ang = rng.uniform(0, math.pi)
@@ -252,7 +305,7 @@ class Renderer:
             cv.occupied |= soft(ellipse_distance(xx, yy, cx, cy, a + thick + cv.px(3), b + thick + cv.px(3), ang), 0.01) > 0.5
             self._epithelial_nuclei(cx, cy, a, b, thick, ang)
         # Fat: a lobule of packed, polygonal empty cells with thin membranes.
-        if rng.random() < 0.35:
+        if rng.random() < self.style.fat:
             from scipy.spatial import cKDTree
 
             cx, cy = rng.uniform(0, n, 2)
@@ -274,6 +327,48 @@ class Renderer:
         # Capillaries: a small lumen, red cells, flat endothelial nuclei.
         for _ in range(rng.poisson(3.0 * area_mm2 / 0.1)):
             self._capillary(xx, yy, *rng.uniform(0, n, 2))
+        if self.style.nests:
+            self._nests(xx, yy, area_mm2)
+        if self.style.sheet:
+            self._sheet_region(xx, yy)
+
+    def _nests(self, xx, yy, area_mm2: float) -> None:
+        """Carcinoma: nests of crowded epithelial cells, large pale vesicular nuclei with nucleoli (look-alikes)."""
+        cv, rng = self.cv, self.rng
+        n = cv.n
+        for _ in range(rng.poisson(self.style.nests * area_mm2 / 0.1)):
+            cx, cy = rng.uniform(0, n, 2)
+            a, b = cv.px(rng.uniform(25, 55)), cv.px(rng.uniform(18, 40))
+            ang = rng.uniform(0, math.pi)
+            d = ellipse_distance(xx, yy, cx, cy, a, b, ang)
+            nest = soft(d, 0.05)
+            cv.stroma_keep *= 1 - nest
+            cv.e += nest * (0.30 + texture(rng, (n, n), cv.px(1.2), 0.06))
+            cv.h += nest * 0.06
+            cv.ih += nest * 0.04
+            cv.occupied |= nest > 0.5
+            spacing = cv.px(rng.uniform(12.0, 15.0))
+            for gy in np.arange(cy - b, cy + b, spacing):
+                for gx in np.arange(cx - a, cx + a, spacing):
+                    x, y = gx + rng.normal(0, spacing * 0.2), gy + rng.normal(0, spacing * 0.2)
+                    if not (0 <= x < n and 0 <= y < n) or nest[int(y), int(x)] < 0.9:
+                        continue
+                    na = rng.uniform(3.8, 5.5) * self.style.size
+                    self._nucleus(x, y, na, na * rng.uniform(0.6, 0.9), rng.uniform(0, math.pi), dark=rng.uniform(0.3, 0.45),
+                                  chromatin="coarse", wobble=0.1)
+                    win, bx, by = cv.box(x, y, cv.px(1.5))
+                    cv.h[win] += soft(ellipse_distance(bx, by, x, y, cv.px(0.9), cv.px(0.9), 0), 0.3) * 0.8  # a nucleolus
+                    self._record("epithelial", None, x, y, (na, na * 0.75), (na + 3, na + 3), 0.0, spacing=0.0)
+
+    def _sheet_region(self, xx, yy) -> None:
+        """A sheet of round cells replaces most of the stroma (the crowd is placed in populate)."""
+        cv, rng = self.cv, self.rng
+        c = cv.n / 2 + rng.normal(0, cv.n * 0.1, 2)
+        a, b = cv.n * rng.uniform(0.35, 0.55), cv.n * rng.uniform(0.3, 0.5)
+        d = ellipse_distance(xx, yy, c[0], c[1], a, b, rng.uniform(0, math.pi))
+        self.sheet = soft(d, 0.15)
+        cv.bg_e *= 1 - 0.7 * self.sheet  # few fibres inside a sheet
+        self.sheet_centre, self.sheet_axes = c, (a, b)
 
     def _epithelial_nuclei(self, cx, cy, a, b, thick, ang) -> None:
         cv, rng = self.cv, self.rng
@@ -319,7 +414,7 @@ class Renderer:
         cv, rng = self.cv, self.rng
         a, b = cv.px(a_um), cv.px(b_um)
         win, xx, yy = cv.box(x, y, max(a, b) * 1.3)
-        wob = (rng.normal(0, wobble, 3), rng.uniform(0, 2 * math.pi, 3))
+        wob = (rng.normal(0, wobble * self.style.wobble, 3), rng.uniform(0, 2 * math.pi, 3))
         d = ellipse_distance(xx, yy, x, y, a, b, angle, wob)
         m = soft(d, 0.12 + 0.5 / max(b, 1.0))
         if chromatin == "clock":  # plasma cell: peripheral chromatin clumps
@@ -327,7 +422,7 @@ class Renderer:
             clumps = 0.55 + 0.45 * np.clip(np.cos(6 * theta + rng.uniform(0, 6)), 0, 1) * np.clip((d - 0.35) / 0.4, 0, 1)
             conc = dark * (0.5 + 0.7 * clumps)
         else:
-            conc = dark * (1.0 + texture(rng, m.shape, cv.px(0.35), 0.15 if chromatin == "fine" else 0.3))
+            conc = dark * (1.0 + texture(rng, m.shape, cv.px(0.35), (0.15 if chromatin == "fine" else 0.3) * self.style.chromatin))
         cv.h[win] += m * conc * 1.1
         cv.ih[win] += m * conc * ihc_gain
         cv.stroma_keep[win] *= 1 - 0.9 * m
@@ -362,7 +457,10 @@ class Renderer:
     def populate(self) -> None:
         cv, rng = self.cv, self.rng
         area_01 = (cv.n * cv.mpp / 1000.0) ** 2 / 0.1 * float(cv.stroma_keep.mean())
-        counts = {t: int(rng.poisson(rng.uniform(lo, hi) * area_01)) for t, (lo, hi) in DENSITY.items()}
+        counts = {t: int(rng.poisson(rng.uniform(lo, hi) * area_01 * (1.0 if t == "mast_cell" else self.style.crowd)))
+                  for t, (lo, hi) in DENSITY.items()}
+        if self.style.sheet:
+            self._populate_sheet()
         # Mast cells first (they cluster, and the tile, not its margin, should hold
         # them: the margin only keeps the borders realistic), then the crowd.
         explicit_share = rng.uniform(0.35, 0.65)
@@ -393,9 +491,29 @@ class Renderer:
             if (xy := self._place(3.8, near=centre, spread_um=15.0) if centre else self._place(3.8)) is not None:
                 self.lymphocyte(*xy)
 
+    def _populate_sheet(self) -> None:
+        """Round cells packed side by side: mostly mast cells (explicit ones outnumber implicit), with lymphocytes
+        and eosinophils among them — what a pathologist sees in a cutaneous mast cell tumour."""
+        cv, rng = self.cv, self.rng
+        (cx, cy), (a, b) = self.sheet_centre, self.sheet_axes
+        lo, hi = cv.pad, cv.pad + cv.size
+        for _ in range(int(20 * a * b / cv.px(11.0) ** 2)):
+            x, y = cx + rng.uniform(-a, a), cy + rng.uniform(-b, b)
+            if not (lo <= x < hi and lo <= y < hi) or self.sheet[int(min(y, cv.n - 1)), int(min(x, cv.n - 1))] < 0.6:
+                continue
+            u = rng.random()
+            if u < 0.72:
+                if self._free(x, y, cv.px(4.0)):  # tightly packed: cells touch in a sheet
+                    self.mast_cell(x, y, "explicit" if rng.random() < 0.7 else "implicit")
+            elif u < 0.88:
+                if self._free(x, y, cv.px(3.8)):
+                    self.lymphocyte(x, y)
+            elif self._free(x, y, cv.px(6.5)):
+                self.eosinophil(x, y)
+
     def mast_cell(self, x, y, kind) -> None:
         cv, rng = self.cv, self.rng
-        ca_um = rng.uniform(5.5, 8.0)
+        ca_um = rng.uniform(5.5, 8.0) * self.style.size
         cb_um = ca_um * rng.uniform(0.75, 1.0)
         angle = rng.uniform(0, math.pi)
         ca, cb = cv.px(ca_um), cv.px(cb_um)
@@ -425,7 +543,7 @@ class Renderer:
         cv.ih[win] += body * 0.03
         # Tryptase marks the whole cell, with a sharp border even where H&E shows it blurred.
         cv.dab[win] += soft(d, 0.1) * rng.uniform(0.7, 1.2) * (1 + 0.3 * granules).clip(0.2, None)
-        na = rng.uniform(2.3, 3.2)
+        na = rng.uniform(2.3, 3.2) * self.style.size
         nb = na * rng.uniform(0.8, 1.0)
         self._nucleus(nx, ny, na, nb, rng.uniform(0, math.pi), dark=rng.uniform(0.85, 1.15), ihc_gain=0.5)
         self._record("mast_cell", kind, nx, ny, (na, nb), (ca_um, cb_um), angle)
@@ -504,14 +622,17 @@ class Renderer:
         cv, rng, o = self.cv, self.rng, self.o
         self.tissue()
         self.populate()
+        look = self.style
+        eosin = _purpler(stains.EOSIN, look.eosin_shift_deg) if look.eosin_shift_deg else stains.EOSIN
         stain = {
-            "hematoxylin": stains.rotate_vector(stains.HEMATOXYLIN, rng.uniform(0, 5), rng),
-            "eosin": stains.rotate_vector(stains.EOSIN, rng.uniform(0, 5), rng),
+            "hematoxylin": stains.rotate_vector(stains.HEMATOXYLIN, rng.uniform(0, look.rot_deg[0]), rng),
+            "eosin": stains.rotate_vector(eosin, rng.uniform(0, look.rot_deg[1]), rng),
             "dab": stains.rotate_vector(stains.DAB, rng.uniform(0, 4), rng),
             "granule": stains.rotate_vector(EOSINOPHIL_GRANULE, rng.uniform(0, 4), rng),
             "ihc_hematoxylin": stains.rotate_vector(stains.HEMATOXYLIN, rng.uniform(0, 5), rng),
         }
-        gains = {"h": rng.uniform(0.75, 1.25), "e": rng.uniform(0.7, 1.25), "ih": rng.uniform(0.55, 0.85), "dab": rng.uniform(0.8, 1.2)}
+        gains = {"h": rng.uniform(*look.gains[0]), "e": rng.uniform(*look.gains[1]), "ih": rng.uniform(0.55, 0.85),
+                 "dab": rng.uniform(0.8, 1.2)}
         keep = np.clip(cv.stroma_keep, 0, 1)
         hema = np.clip(cv.bg_h * keep + cv.h, 0, None)
         eosin = np.clip(cv.bg_e * keep + cv.e, 0, None)
@@ -554,28 +675,40 @@ class Renderer:
         }
         stain_info = {k: [round(float(x), 4) for x in v] for k, v in stain.items()}
         stain_info["gains"] = {k: round(float(v), 3) for k, v in gains.items()}
-        return SynthTile(he, ihc, inside, o.mpp, transform, stain_info, self.seed)
+        return SynthTile(he, ihc, inside, o.mpp, transform, stain_info, self.seed, self.style.name)
 
     def _camera(self, rgb: np.ndarray, rng) -> np.ndarray:
         """Focus blur, illumination, sensor noise; optional JPEG round trip."""
         from scipy.ndimage import gaussian_filter
 
-        o = self.o
-        sigma = rng.uniform(0.2, 0.7) / o.mpp
+        o, look = self.o, self.style
+        sigma = rng.uniform(*look.blur_um) / o.mpp
         rgb = gaussian_filter(rgb, (sigma, sigma, 0))
         white = rng.uniform(0.93, 1.0, 3).astype(np.float32)
+        if look.cast is not None:
+            white = white * np.asarray(look.cast, np.float32)
         rgb = rgb * white
         rgb = rgb + rng.normal(0, 1, rgb.shape).astype(np.float32) * (0.8 + 0.12 * np.sqrt(np.clip(rgb, 0, None)))
         out = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-        if o.jpeg_quality:
+        quality = o.jpeg_quality or (int(rng.integers(*look.jpeg)) if look.jpeg else None)
+        if quality:
             import io
 
             from PIL import Image as PILImage
 
             buf = io.BytesIO()
-            PILImage.fromarray(out).save(buf, format="JPEG", quality=int(o.jpeg_quality))
+            PILImage.fromarray(out).save(buf, format="JPEG", quality=int(quality))
             out = np.asarray(PILImage.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         return out
+
+
+def _purpler(vector, degrees: float):
+    """``vector`` turned by ``degrees`` towards hematoxylin (eosin that looks more purple)."""
+    v, h = stains.unit(vector), stains.unit(stains.HEMATOXYLIN)
+    axis = h - (h @ v) * v
+    axis /= np.linalg.norm(axis)
+    t = math.radians(degrees)
+    return tuple(math.cos(t) * v + math.sin(t) * axis)
 
 
 def render_tile(seed: int | list[int], options: SynthOptions | None = None) -> SynthTile:

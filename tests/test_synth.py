@@ -144,3 +144,21 @@ def test_synth_command_writes_pairs_with_truth(cli, tmp_path):
     assert PILImage.open(tmp_path / "tiles" / "synth_s4_0001_ihc.png").size == (192, 192)
     again = cli("synth", "tiles", "--n", "2", "--seed", "4")
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_styles_draw_other_tissue_and_gut_is_unchanged():
+    small = dict(size=192, mpp=0.5)
+    classic = synth.render_tile([3, 1], synth.SynthOptions(**small))
+    again = synth.render_tile([3, 1], synth.SynthOptions(**small, style="gut"))
+    assert np.array_equal(classic.he, again.he)  # the classic renderer is the default style, unchanged
+    sheet = synth.render_tile([3, 1], synth.SynthOptions(size=256, mpp=0.5, style="sheet"))
+    types = [c.type for c in sheet.cells]
+    assert types.count("mast_cell") > 0.5 * len(types) and types.count("mast_cell") > 20  # a sheet of mast cells
+    carcinoma = synth.render_tile([3, 1], synth.SynthOptions(size=256, mpp=0.5, style="carcinoma"))
+    assert sum(c.type == "epithelial" for c in carcinoma.cells) > sum(c.type == "epithelial" for c in classic.cells)
+    faded = synth.render_tile([3, 1], synth.SynthOptions(**small, style="faded"))
+    blue = lambda img: float(img[..., 2].mean() - img[..., 0].mean())  # noqa: E731
+    assert blue(faded.he) < blue(classic.he) - 5  # a yellow cast
+    assert faded.style == "faded" and synth.HELD_OUT_STYLE not in synth.TRAINING_STYLES
+    with pytest.raises(Exception, match="unknown synthetic style"):
+        synth.render_tile(1, synth.SynthOptions(style="nope"))
