@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mastctl import imaging, slides, writers
 from mastctl.cells import Cell, Detections, ImageInfo
 from mastctl.errors import BackendError, InputError, MastctlError, UsageError
+from mastctl.protocols import Identified
 
 if TYPE_CHECKING:
     from mastctl.profile import Profile, Thresholds
@@ -386,6 +387,7 @@ def process(job: Job, settings: Settings, detector: Detector, *, stream=None, fi
         image_mm2 = None if mpp is None else ((roi[2] if roi else W) * (roi[3] if roi else H)) * (mpp / 1000.0) ** 2
         header = {"image": {"path": str(job.image), "width": W, "height": H, "mpp": mpp},
                   "backend": getattr(detector, "name", settings.backend), "version": __version__, "mpp_source": mpp_source,
+                  "model": detector.model_id if isinstance(detector, Identified) else None,
                   "options": _public_options(settings.options) or None, "roi": list(roi) if roi else None}
         pixels = getattr(reader, "pixels", None) if job.fmt == "overlay" else None
         if job.fmt == "overlay" and pixels is None:

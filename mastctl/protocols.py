@@ -18,7 +18,9 @@ Detectors
     - :class:`CandidateDetector`: reports *every* nucleus with its probability of
       being a mast cell (features ``p_explicit``/``p_implicit``) and the threshold it
       decides at: what ``hybrid`` asks second opinions about and ``gemini`` retrieves
-      look-alikes for.
+      look-alikes for;
+    - :class:`Identified`: names the model it runs (``model_id``), written into every
+      output's provenance.
 
 Embedders
     :class:`Embedder` turns texts or cell crops into unit vectors; ``modality`` says
@@ -80,6 +82,16 @@ class CandidateDetector(Protocol):
 
     def candidates(self, image: Image) -> list[Cell]:
         """Every nucleus, each with features ``p_explicit`` and ``p_implicit``."""
+        ...
+
+
+@runtime_checkable
+class Identified(Protocol):
+    """A detector that can name the model (weights, classifier) it runs, for provenance."""
+
+    @property
+    def model_id(self) -> str:
+        """e.g. ``built-in default_model.json sha256:1a2b3c4d5e6f`` or ``my_model.json sha256:...``."""
         ...
 
 

@@ -176,25 +176,35 @@ class OmeTiffReader:
         x0, y0 = int(round(x / d)), int(round(y / d))
         _guard_region(self.path, int(w), int(h), self.max_pixels)
         out = np.full((h, w, 3), 255, np.uint8)
-        if not page.is_tiled or page.planarconfig != 1 or lv.axes not in ("YXS",):
+        if page.planarconfig != 1 or lv.axes not in ("YXS",) or len(lv.pages) != 1:
             _paste(out, self._untiled(level, page), x0, y0)
             return out
-        th, tw = page.tilelength, page.tilewidth
+        if page.is_tiled:  # the tiles the region touches
+            th, tw = page.tilelength, page.tilewidth
+        else:  # strips: whole rows of rowsperstrip lines, only those the region touches
+            th, tw = min(int(page.rowsperstrip or page.imagelength), page.imagelength), page.imagewidth
         across = math.ceil(page.imagewidth / tw)
         fh = self._tif.filehandle
+        _guard_region(self.path, int(tw), int(th), self.max_pixels)  # one segment is decoded whole
         for ty in range(max(0, y0 // th), min(math.ceil(page.imagelength / th), (y0 + h - 1) // th + 1)):
             for tx in range(max(0, x0 // tw), min(across, (x0 + w - 1) // tw + 1)):
                 index = ty * across + tx
                 fh.seek(page.dataoffsets[index])
                 data = fh.read(page.databytecounts[index])
-                tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-                tile = tile.reshape(tile.shape[-3:])[..., :3]
-                tile = tile[: page.imagelength - ty * th, : page.imagewidth - tx * tw]  # edge tiles are padded
-                _paste(out, tile, x0 - tx * tw, y0 - ty * th)
+                try:
+                    seg, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+                except Exception as exc:  # codecs raise many types for damaged data
+                    raise InputError(f"{self.path}: cannot decode level {level} segment {index} "
+                                     f"({str(exc).strip()[:200] or type(exc).__name__})") from None
+                if seg is None:  # an empty (sparse) segment: glass
+                    continue
+                seg = seg.reshape(seg.shape[-3:])[..., :3]
+                seg = seg[: page.imagelength - ty * th, : page.imagewidth - tx * tw]  # edge segments are padded
+                _paste(out, seg, x0 - tx * tw, y0 - ty * th)
         return out
 
     def _untiled(self, level: int, page) -> np.ndarray:
-        """An untiled page, decoded once (within the bomb limit) and kept for the next read."""
+        """A page stored some other way (separate planes, several pages), decoded once (within the bomb limit) and kept."""
         if level not in self._whole:
             _guard_region(self.path, int(page.imagewidth), int(page.imagelength), self.max_pixels)
             try:

@@ -170,6 +170,9 @@ def test_finetune_then_detect_with_the_model(cli, tmp_path):
     r = cli("detect", "train/t0_he.png", "--model", "model.json", "--all-cells")
     assert r.exit_code == 0, r.stderr
     assert len(r.json()["cells"]) > 10
+    for model, expected in ((["--model", "model.json"], "model.json sha256:"), ([], "built-in default_model.json sha256:")):
+        assert cli("detect", "train/t0_he.png", *model, "-o", "p.geojson", "--force").exit_code == 0
+        assert json.loads((tmp_path / "p.geojson").read_text())["properties"]["mastctl"]["model"].startswith(expected)
     r = cli("finetune", "morphology", "--images", "train", "--truth", "train", "-o", "model.json")
     assert r.exit_code == 2 and "already exists" in r.stderr
     r = cli("detect", "train/t0_he.png", "--model", "missing.json")

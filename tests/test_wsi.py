@@ -119,6 +119,21 @@ def test_ome_tiff_reader_reads_tiled_pyramids_and_scale(tmp_path):
     assert np.array_equal(reader.read(1, 0, 0, 100, 100), data[::2, ::2][:100, :100])
 
 
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_ome_tiff_strips_are_read_strip_by_strip(tmp_path, compression, monkeypatch):
+    data = synth.render_tile([89, 1], synth.SynthOptions(size=400, mpp=0.5)).he
+    path = tmp_path / "strips.ome.tif"
+    tifffile.imwrite(path, data, photometric="rgb", compression=compression, rowsperstrip=16,
+                     metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    reader = slides.open_slide(path, max_pixels=400 * 64)  # the whole page is over the limit, a strip is not
+    assert not reader._levels[0].pages[0].is_tiled
+    monkeypatch.setattr(type(reader._levels[0].pages[0]), "asarray", lambda *a, **k: pytest.fail("whole page decoded"))
+    for x, y, w, h in ((0, 0, 100, 60), (123, 250, 150, 100), (350, 390, 100, 30)):
+        expected = np.full((h, w, 3), 255, np.uint8)
+        slides._paste(expected, data, x, y)
+        assert np.array_equal(reader.read(0, x, y, w, h), expected)
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "wsi").exists(), reason="../shared/data not present")
 def test_svs_through_openslide_and_ome_crop_scale():
     reader = slides.open_slide(SHARED_DATA / "wsi" / "cmu_small_region.svs")

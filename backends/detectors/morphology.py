@@ -10,6 +10,7 @@ fitted to your annotations with `mastctl finetune morphology` and passed as
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,6 +56,17 @@ class MorphologyDetector:
     def mast_threshold(self) -> float:
         """P(mast) from which a nucleus is reported as a mast cell (CandidateDetector)."""
         return self.options.mast_threshold or self.model.mast_threshold or 0.5
+
+    @property
+    def model_id(self) -> str:
+        """The classifier (and nucleus finder) this detector runs, with a content digest (Identified)."""
+        from mastctl.morphology import DEFAULT_MODEL, model_digest
+
+        parts = [f"{Path(self.options.model).name} sha256:{model_digest(self.options.model)}" if self.options.model
+                 else f"built-in {DEFAULT_MODEL} sha256:{model_digest(None)}"]
+        if self.options.nuclei:
+            parts.append(f"nuclei {Path(self.options.nuclei).name} sha256:{model_digest(self.options.nuclei)}")
+        return "; ".join(parts)
 
     def candidates(self, image: Image) -> list:
         """Every nucleus with its p_explicit / p_implicit (CandidateDetector): what hybrid fuses opinions on."""

@@ -153,6 +153,20 @@ def training_set(samples, radius_um: float = LABEL_RADIUS_UM, normalize: bool = 
     return np.vstack(xs), np.concatenate(ys)
 
 
+def model_digest(path: str | Path | None) -> str:
+    """First 12 hex digits of the SHA-256 of a model file (None: the built-in model)."""
+    import hashlib
+
+    if path is None:
+        data = (resources.files("mastctl.morphology") / DEFAULT_MODEL).read_bytes()
+    else:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            return "unreadable"
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
 def model_path_or_default(path: str | Path | None) -> Model:
     return Model.load(path) if path else default_model()
 
