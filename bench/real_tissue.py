@@ -20,11 +20,12 @@ Any backend and options:
     python bench/real_tissue.py                              # the default detector
     python bench/real_tissue.py --backend log                # a nucleus baseline (calls nothing mast)
     python bench/real_tissue.py -O mast_threshold=0.5 --choose
-    python bench/real_tissue.py --crc-models f0.onnx,f1.onnx # CRC scored two-fold by models fitted on the other half
+    python bench/real_tissue.py --crc-models f0.json,f1.json # CRC scored two-fold by models fitted on the other half
+    python bench/real_tissue.py --crc-models OUT/crc-fold0.npz,OUT/crc-fold1.npz --crc-option mast_net
 
-With --crc-models (option ``cellnet``), each CRC half is scored by the model that never saw it; without,
-the default model scores all 50 images, and when that model was fitted on them (the shipped one is) the
-CRC line says so.
+With --crc-models (the backend's ``model`` option, e.g. from ``bench/calibrate_morphology.py --crc-half``),
+each CRC half is scored by the model that never saw it; without, the one model scores all 50 images, and
+when that model was fitted on them the CRC line is not a measurement of transfer.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def ccmct(backend: str, options: dict, pattern: str) -> dict:
             "per_crop_mast_fraction": per_crop}
 
 
-def crc(backend: str, options: dict, models: list[str] | None) -> dict:
+def crc(backend: str, options: dict, models: list[str] | None, model_option: str = "model") -> dict:
     folder = DATA / "crc_nuclei"
     if not folder.exists():
         return {"skipped": f"{folder} not found"}
@@ -86,7 +87,7 @@ def crc(backend: str, options: dict, models: list[str] | None) -> dict:
         by_image.setdefault(r["image"], {}).setdefault(r["class"], []).append((float(r["x"]), float(r["y"])))
     images = sorted((folder / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
     halves = [images[1::2], images[0::2]]  # as bench/nuclei_cv.py: fold k scores halves[k], fitted on the other
-    plans = [(halves[k], {**options, "cellnet": models[k]}) for k in range(2)] if models else [(images, options)]
+    plans = [(halves[k], {**options, model_option: models[k]}) for k in range(2)] if models else [(images, options)]
     called = {c: 0 for c in CRC_CLASSES}
     counts = {c: 0 for c in CRC_CLASSES}
     cells = mast_cells = tp = fp = fn = 0
@@ -134,7 +135,9 @@ def main() -> int:
     ap.add_argument("--backend", default=None, help="detector (default: the profile's default, morphology)")
     ap.add_argument("-O", "--option", action="append", default=[], help="backend option KEY=VALUE (repeatable)")
     ap.add_argument("--choose", action="store_true", help="also the ccMCT tb2 crops (the set to choose on)")
-    ap.add_argument("--crc-models", default="", help="two cellnet models fitted on the odd and even CRC halves: score two-fold")
+    ap.add_argument("--crc-models", default="", help="two models fitted without CRC half 0 and half 1: score two-fold")
+    ap.add_argument("--crc-option", default="model", help="the backend option that takes --crc-models (mast_net for "
+                                                            "bench/train_mast_net.py --two-fold)")
     ap.add_argument("--synthetic-tiles", type=int, default=16, help="tiles per synthetic style (0: skip)")
     ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench")
     ap.add_argument("--json", action="store_true")
@@ -159,7 +162,7 @@ def main() -> int:
         out["ccmct_tb2_choose"] = r = ccmct(backend, options, "tb2_*.png")
         if "skipped" not in r:
             print(f"ccMCT tb2 (choose)           mast fraction {r['mast_fraction']:.3f} of {r['cells']} cells")
-    out["crc"] = r = crc(backend, options, models)
+    out["crc"] = r = crc(backend, options, models, a.crc_option)
     if "skipped" in r:
         print(f"CRC                          skipped: {r['skipped']}")
     else:

@@ -287,6 +287,7 @@ def test_kb_export_into_an_unwritable_folder(cli, ws):
 # --------------------------------------------------------------------------- secrets
 
 
+@pytest.mark.slow
 def test_the_api_key_is_never_printed_even_when_the_server_quotes_it(ws):
     pytest.importorskip("google.genai")
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

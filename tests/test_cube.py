@@ -90,6 +90,7 @@ def _synthetic(n: int, dim: int = 24, seed: int = 0, noise_teacher: bool = False
     return Encoded(X, targets, rng.integers(0, 3, n), np.arange(n))
 
 
+@pytest.mark.slow
 def test_distillation_weights_move_towards_the_better_teacher():
     train, val = _synthetic(256, noise_teacher=True), _synthetic(64, seed=1, noise_teacher=True)
     trainer = Trainer(TrainConfig(epochs=8, patience=99, channels=4, steps=2, shape=(2, 3, 4)), 24, ["good", "noisy"])
@@ -157,6 +158,7 @@ def test_local_transformers_teacher_with_mean_pooling_and_the_cache(tmp_path):
     assert np.allclose(EmbeddingCache(tmp_path / "emb.sqlite").encode(teacher, ["nucleus"]), v[1])
 
 
+@pytest.mark.slow
 def test_cube_commands_end_to_end_beat_the_identity_baseline(cli, tmp_path):
     pytest.importorskip("sentence_transformers")
     run = tmp_path / "run"
@@ -176,6 +178,7 @@ def test_cube_commands_end_to_end_beat_the_identity_baseline(cli, tmp_path):
     assert r.exit_code == 2 and "--resume" in r.stderr
 
 
+@pytest.mark.slow
 def test_paired_embedding_files_train_too(cli, tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 24)).astype(np.float32)

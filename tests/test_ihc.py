@@ -24,6 +24,7 @@ def pair():
     return synth.render_tile([77, 3], synth.SynthOptions(size=384, mpp=0.5))
 
 
+@pytest.mark.slow
 def test_registration_recovers_the_known_transform(pair):
     reg = register(pair.he, pair.ihc, 0.5, 0.5)
     he_xy = np.array([[c.x, c.y] for c in pair.cells])
@@ -35,6 +36,7 @@ def test_registration_recovers_the_known_transform(pair):
     assert abs(reg.rotation_deg - pair.transform["rotation_deg"]) < 0.5
 
 
+@pytest.mark.slow
 def test_registration_with_a_large_rotation_and_different_scales(pair):
     # the IHC scanned at 0.25 um/px and turned by 30 degrees
     big = np.asarray(PILImage.fromarray(pair.ihc).resize((768, 768), PILImage.BICUBIC))
@@ -51,6 +53,7 @@ def test_registration_with_a_large_rotation_and_different_scales(pair):
     assert np.median(error_um[inside]) < 1.5
 
 
+@pytest.mark.slow
 def test_registration_refuses_pairs_that_do_not_overlap(pair):
     other = synth.render_tile([78, 9], synth.SynthOptions(size=384, mpp=0.5))
     with pytest.raises(InputError, match="do not overlap"):
@@ -81,6 +84,7 @@ def test_no_dab_and_blank_ihc_give_no_positives(pair):
     assert blank.total == 0 and blank.positive_pct is None
 
 
+@pytest.mark.slow
 def test_transfer_recovers_mast_cells_on_he(pair):
     detector = registry.create("detector", "morphology", Profile())
     he_image = Image(pair.he, "he.png", 0.5)
@@ -102,6 +106,7 @@ def pair_files(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_transfer_cli_feeds_compare_and_finetune(cli, pair_files, tmp_path):
     r = cli("ihc", "transfer", str(pair_files / "p0_he.png"), str(pair_files / "p0_ihc.png"), "-o", "labels/p0_he.json")
     assert r.exit_code == 0, r.stderr
@@ -114,6 +119,7 @@ def test_transfer_cli_feeds_compare_and_finetune(cli, pair_files, tmp_path):
     assert r.exit_code == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_batch_transfer_is_resumable(cli, pair_files, tmp_path):
     (tmp_path / "pairs.csv").write_text(
         f"he,ihc\n{pair_files / 'p0_he.png'},{pair_files / 'p0_ihc.png'}\n{pair_files / 'p1_he.png'},{pair_files / 'missing.png'}\n")
@@ -151,6 +157,7 @@ def test_real_ki67_positive_cells():
     assert f1 >= 0.8
 
 
+@pytest.mark.slow
 def test_unrelated_small_tiles_are_refused_whatever_their_size():
     """A 256 px H&E and another tile's IHC: the search can always find a chance alignment; it must not
     beat the same IHC mirrored or rearranged by enough (an overlap-aware null, not a fixed threshold)."""

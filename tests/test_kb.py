@@ -112,6 +112,7 @@ def kb_env(request, tmp_path, monkeypatch):
             yield name
 
 
+@pytest.mark.slow
 def test_every_command_on_every_store(kb_env, cli, tmp_path):
     truth = EXAMPLES / "synth_s9_0000.json"
     r = cli("kb", "ingest", truth, "--images", EXAMPLES, "--json")
@@ -283,6 +284,7 @@ def _big_jsonl(path: Path, copies: int) -> int:
     return n
 
 
+@pytest.mark.slow
 def test_killed_ingest_leaves_a_readable_store_and_rerun_completes(tmp_path):
     from mastctl.backends.stores.lancedb import LanceDBStore
     from mastctl.kb.store import Filter

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
 from mastctl import registry, stains, synth
 from mastctl.errors import InputError
 from mastctl.imaging import Image
@@ -332,3 +333,95 @@ def test_fast_opening_equals_scipy():
     for _ in range(10):
         mask = ndi.gaussian_filter(rng.random((41, 57)), 1.2) > 0.5
         assert np.array_equal(segment._open_cross(mask), ndi.binary_opening(mask, iterations=1))
+
+
+REAL = SHARED_DATA
+
+
+
+@pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")
+def test_real_mast_cell_tumour_sheets_yield_mast_cells_with_the_mast_net():
+    """ccMCT vb0 crops (the report set; never trained on): many found cells of a tumour sheet are mast cells.
+
+    With the opt-in mast-cell net; the criteria classifier alone finds almost none (README).
+    """
+    from mastctl import imaging
+
+    det = registry.create("detector", "morphology", Profile(), mast_net="builtin")
+    found = mast = 0
+    for name in ("vb0_01", "vb0_02", "vb0_10", "vb0_12"):  # sheets (vb0_00 is mostly stroma)
+        cells = det.detect(imaging.load(REAL / "ccmct" / f"{name}.png", mpp=0.25)).cells
+        found += len(cells)
+        mast += sum(c.is_mast_cell for c in cells)
+    assert found > 100 and mast / found > 0.25
+
+
+@pytest.mark.skipif(not (REAL / "crc_nuclei").exists(), reason="../shared/data not present")
+@pytest.mark.parametrize("net", [None, "builtin"])
+def test_real_colorectal_epithelium_yields_almost_no_mast_cells(net):
+    """CRC epithelial nuclei are never mast cells: at most one in a hundred (the criteria classifier)
+    or five in a hundred (the mast net, which trained on these images) may be called one."""
+    import csv
+
+    from mastctl import imaging
+
+    det = registry.create("detector", "morphology", Profile(), **({"mast_net": net} if net else {}))
+    rows = list(csv.DictReader(open(REAL / "crc_nuclei" / "points.csv")))
+    epithelial = called = 0
+    for name in ("img2", "img4", "img6", "img8", "img10", "img12"):
+        cells = det.detect(imaging.load(REAL / "crc_nuclei" / "images" / f"{name}.png", mpp=0.55)).cells
+        xy = np.array([(c.x, c.y) for c in cells]).reshape(-1, 2)
+        is_mast = np.array([c.is_mast_cell for c in cells], bool)
+        pts = [(float(r["x"]), float(r["y"])) for r in rows if r["image"] == name and r["class"] == "epithelial"]
+        pairs = match(xy, pts, 6.0).pairs
+        epithelial += len(pts)
+        called += sum(int(is_mast[a]) for a, _ in pairs)
+    assert epithelial > 200 and called / epithelial <= (0.01 if net is None else 0.05)
+
+
+def test_mast_net_numpy_inference_equals_torch_and_refuses_damaged_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    from mastctl.morphology.mastnet import MastNet, stain_crops
+
+    spec = importlib.util.spec_from_file_location("train_mast_net", Path(__file__).resolve().parents[1] / "bench" / "train_mast_net.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(1)
+    net = bench.make_torch_net(8)
+    with torch.no_grad():  # batch norm statistics that are not the identity, so folding is tested
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    net.eval()
+    maps = np.random.default_rng(0).random((3, 90, 120)).astype(np.float32)
+    crops = stain_crops(maps, 0.5, np.array([[10.0, 10.0], [60.0, 45.0], [119.0, 89.0]]))
+    assert crops.shape == (3, 3, 40, 40) and np.array_equal(crops[1], maps[:, 25:65, 40:80])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(crops)).numpy()
+    exported = bench.export(net, {"note": "test"})
+    exported.logit_shift = 0.25
+    path = exported.save(tmp_path / "net.npz")
+    loaded = MastNet.load(path)
+    assert np.allclose(loaded.logits(crops), expected - 0.25, atol=1e-4) and loaded.info == {"note": "test"}
+    (tmp_path / "bad.npz").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="not a readable mast-cell net"):
+        MastNet.load(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="no such"):
+        MastNet.load(tmp_path / "missing.npz")
+
+
+def test_the_mast_net_is_opt_in_and_named_in_the_provenance():
+    det = registry.create("detector", "morphology", Profile(), mast_net="builtin")
+    assert det.mast_net is not None and det.mast_threshold == 0.5 and "mast net built-in mast_net.npz" in det.model_id
+    assert det.mast_net.info["threshold"] and "ccMCT" in det.mast_net.info["trained_on"]
+    default = registry.create("detector", "morphology", Profile())
+    assert default.mast_net is None and default.mast_threshold == default_model().mast_threshold
+    assert "mast net" not in default.model_id
+    with pytest.raises(InputError):
+        registry.create("detector", "morphology", Profile(), mast_net="missing.npz")

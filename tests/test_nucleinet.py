@@ -46,6 +46,7 @@ def _examples(tiles):
     return out
 
 
+@pytest.mark.slow
 def test_a_short_fit_finds_most_nuclei_of_an_unseen_tile(tiles):
     net = N.fit(_examples(tiles[:3]), steps=120, width=8, seed=0)
     unseen = _examples(tiles[3:])[0]
@@ -123,6 +124,7 @@ def test_without_torch_the_finder_says_what_to_install(cli, monkeypatch, tmp_pat
     assert r.exit_code != 0 and "pip install 'mastctl[nuclei]'" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_k_fold_threshold_uses_out_of_fold_maps_of_every_image(tiles, monkeypatch):
     seen = []  # (images trained on, seed) of every fit
     real_train = N.train

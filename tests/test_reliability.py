@@ -14,6 +14,7 @@ from conftest import run_mastctl
 from test_kb import _big_jsonl
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["lancedb", "chroma"])
 def test_two_concurrent_ingests_leave_no_duplicate_ids(tmp_path, store):
     pytest.importorskip("lancedb" if store == "lancedb" else "chromadb")

@@ -100,6 +100,7 @@ def test_prepare_splits_by_source_image_and_writes_paths_not_pixels(tmp_path, cl
 # --------------------------------------------------------------------------- training and detection with tiny models
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "llava"])
 def test_prepare_train_resume_detect(family, tiny_models, tmp_path, cli):
     from mastctl import synth

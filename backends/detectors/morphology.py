@@ -38,7 +38,8 @@ class MorphologyDetector:
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
         nuclei: str | None = Field(None, description="Nucleus model from `mastctl finetune nuclei` (safetensors; needs torch): finds the nuclei instead of the built-in seeds.")
-        mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's, 0.3 for the built-in one); higher = fewer, surer cells.")
+        mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: 0.5 with a mast-cell net, else the model's); higher = fewer, surer cells.")
+        mast_net: str | None = Field(None, description="A mast-cell crop net that decides which nuclei are mast cells: 'builtin' (trained on synthetic and real tissue; see the README for what it finds and what it costs) or an .npz from bench/train_mast_net.py; null: the criteria classifier decides.")
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         from mastctl.morphology import model_path_or_default
@@ -46,6 +47,16 @@ class MorphologyDetector:
         self.options = options or self.Options()
         self.model = model_path_or_default(self.options.model)
         self._normalize = self.options.normalize or bool(self.model.info.get("normalize"))
+        self.mast_net = None
+        choice = self.options.mast_net
+        if choice == "builtin":
+            from mastctl.morphology.mastnet import default_net
+
+            self.mast_net = default_net()
+        elif choice is not None:
+            from mastctl.morphology.mastnet import MastNet
+
+            self.mast_net = MastNet.load(choice)
         self.nuclei_net = None
         if self.options.nuclei:
             from mastctl.morphology.nucleinet import NucleusNet
@@ -55,15 +66,22 @@ class MorphologyDetector:
     @property
     def mast_threshold(self) -> float:
         """P(mast) from which a nucleus is reported as a mast cell (CandidateDetector)."""
-        return self.options.mast_threshold or self.model.mast_threshold or 0.5
+        if self.options.mast_threshold:
+            return self.options.mast_threshold
+        return 0.5 if self.mast_net is not None else self.model.mast_threshold or 0.5
 
     @property
     def model_id(self) -> str:
         """The classifier (and nucleus finder) this detector runs, with a content digest (Identified)."""
         from mastctl.morphology import DEFAULT_MODEL, model_digest
+        from mastctl.morphology.mastnet import DEFAULT_NET
 
         parts = [f"{Path(self.options.model).name} sha256:{model_digest(self.options.model)}" if self.options.model
                  else f"built-in {DEFAULT_MODEL} sha256:{model_digest(None)}"]
+        if self.mast_net is not None:
+            net = self.options.mast_net
+            parts.append(f"mast net {Path(net).name} sha256:{model_digest(net)}" if net != "builtin"
+                         else f"mast net built-in {DEFAULT_NET} sha256:{model_digest(None, DEFAULT_NET)}")
         if self.options.nuclei:
             parts.append(f"nuclei {Path(self.options.nuclei).name} sha256:{model_digest(self.options.nuclei)}")
         return "; ".join(parts)
@@ -95,6 +113,13 @@ class MorphologyDetector:
         analysis = analyse(image.pixels, mpp, normalize=self._normalize, vectors=vectors, threshold=o.nucleus_threshold,
                            nuclei_net=self.nuclei_net)
         t1 = time.perf_counter()
-        cells = classify(analysis, self.model, o.mast_threshold)
+        p_mast = None
+        if self.mast_net is not None and len(analysis.X):
+            from mastctl.morphology.mastnet import stain_crops
+            from mastctl.morphology.nucleinet import stain_input
+
+            st = analysis.stained
+            p_mast = self.mast_net.probability(stain_crops(stain_input(st), st.mpp, analysis.nuclei.xy))
+        cells = classify(analysis, self.model, self.mast_threshold if p_mast is not None else o.mast_threshold, p_mast=p_mast)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})

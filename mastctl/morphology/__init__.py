@@ -63,19 +63,28 @@ def default_model() -> Model:
         return Model.load(path)
 
 
-def classify(analysis: Analysis, model: Model, mast_threshold: float | None = None) -> list[Cell]:
+def classify(analysis: Analysis, model: Model, mast_threshold: float | None = None,
+             p_mast: np.ndarray | None = None) -> list[Cell]:
     """Cells from class probabilities: mast cells with a kind, look-alikes by label.
 
     A nucleus is a mast cell when P(explicit) + P(implicit) reaches ``mast_threshold``
     (default: the model's; none: when mast is likelier than every other class). The
     confidence is that probability, so a lower threshold trades precision for recall
     while a reported 0.4 still means "right about 40% of the time".
+
+    ``p_mast`` (one per nucleus, from the mast-cell crop net) replaces P(mast): the model then
+    only splits a mast cell into explicit and implicit, and names the look-alike of the rest;
+    ``p_explicit``/``p_implicit`` are P(mast) shared in the model's proportion.
     """
     from scipy.spatial import cKDTree
 
     P = model.predict_proba(model.select(analysis.X, measure.FEATURE_NAMES))
     if len(P) == 0:
         return []
+    # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
+    not_a_cell = (P[:, CLASSES.index("spurious")] > np.delete(P, CLASSES.index("spurious"), axis=1).max(axis=1))
+    if p_mast is not None:
+        P = _with_mast_probability(P, np.asarray(p_mast, np.float64))
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
     ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     xy = analysis.xy
@@ -95,8 +104,10 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         mast = P[i, ie] + P[i, ii]
         best_other = max(others, key=lambda k: P[i, k])
         is_mast = mast >= threshold if threshold is not None else mast >= P[i, best_other]
-        if not is_mast and P[i, isp] > max(mast, P[i, best_other]) and not analysis.every_region_is_a_cell:
+        if p_mast is None and not is_mast and P[i, isp] > max(mast, P[i, best_other]) and not analysis.every_region_is_a_cell:
             continue  # not a cell
+        if p_mast is not None and not_a_cell[i] and not analysis.every_region_is_a_cell:
+            continue
         x, y = float(xy[i, 0]), float(xy[i, 1])
         extra = {"nucleus_area_um2": float(feats[i, 0]), "p_explicit": float(P[i, ie]), "p_implicit": float(P[i, ii])}
         if is_mast:
@@ -105,6 +116,19 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         else:
             cells.append(Cell(x, y, CLASSES[best_other], None, float(P[i, best_other]), extra))
     return merge_lobes(cells, um_per_px)
+
+
+def _with_mast_probability(P: np.ndarray, p_mast: np.ndarray) -> np.ndarray:
+    """Class probabilities whose mast share is ``p_mast``: explicit/implicit and the rest keep their proportions."""
+    ie, ii = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit")
+    out = P.copy()
+    mast = P[:, ie] + P[:, ii]
+    split = np.where(mast > 1e-9, P[:, ie] / np.maximum(mast, 1e-9), 0.5)
+    rest = np.maximum(1.0 - mast, 1e-9)
+    others = [k for k in range(P.shape[1]) if k not in (ie, ii)]
+    out[:, others] = P[:, others] / rest[:, None] * (1.0 - p_mast)[:, None]
+    out[:, ie], out[:, ii] = p_mast * split, p_mast * (1.0 - split)
+    return out
 
 
 def merge_lobes(cells: list[Cell], um_per_px: float, max_um: float = 5.5) -> list[Cell]:
@@ -153,12 +177,12 @@ def training_set(samples, radius_um: float = LABEL_RADIUS_UM, normalize: bool = 
     return np.vstack(xs), np.concatenate(ys)
 
 
-def model_digest(path: str | Path | None) -> str:
-    """First 12 hex digits of the SHA-256 of a model file (None: the built-in model)."""
+def model_digest(path: str | Path | None, builtin: str = DEFAULT_MODEL) -> str:
+    """First 12 hex digits of the SHA-256 of a model file (None: the built-in file ``builtin``)."""
     import hashlib
 
     if path is None:
-        data = (resources.files("mastctl.morphology") / DEFAULT_MODEL).read_bytes()
+        data = (resources.files("mastctl.morphology") / builtin).read_bytes()
     else:
         try:
             data = Path(path).read_bytes()
