@@ -74,6 +74,9 @@ def registration(n_pairs: int) -> None:
         errors.append(float(np.mean(np.hypot(*(reg.he_to_ihc(he_xy) - true).T)) * mpp))
     print(f"registration, synthetic pairs     mean error {np.mean(errors):.2f} um (worst pair {max(errors):.2f} um, {n_pairs} pairs)")
     base = DATA / "pairs" / "anhir_consecutive"
+    if not base.exists() or not (DATA / "pairs" / "same_section_he_ki67").exists():
+        print(f"registration, real pairs          skipped: {DATA / 'pairs'} not found")
+        return
     for row in csv.DictReader(open(base / "pairs-imgs-lnds_histol.csv")):
         he, ihc = imaging.load(base / row["Target image"]).pixels, imaging.load(base / row["Source image"]).pixels
         lt = np.array([[float(r["X"]), float(r["Y"])] for r in csv.DictReader(open(base / row["Target landmarks"]))])
@@ -115,8 +118,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6)
     args = parser.parse_args()
-    deepliif()
-    scanners()
+    for part, folder in ((deepliif, "ihc_ki67"), (scanners, "openslide_crops")):
+        if (DATA / folder).exists():
+            part()
+        else:
+            print(f"{part.__name__:<34}skipped: {DATA / folder} not found")
     registration(args.pairs)
     transfers(args.pairs)
     return 0
