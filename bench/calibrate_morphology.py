@@ -42,6 +42,7 @@ from mastctl import synth
 from mastctl.cells import Cell
 from mastctl.morphology import analyse, measure, training_set
 from mastctl.morphology.model import CLASSES, fit
+from nuclei_cv import crc_halves  # bench/ is the script's folder; the halves bench/real_tissue.py scores
 
 OUT = Path(__file__).resolve().parents[1] / "mastctl" / "morphology" / "default_model.json"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -73,11 +74,6 @@ def ccmct_set(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return X, np.full(len(X), CLASSES.index("mast_explicit"), np.int64)
 
 
-def crc_halves(folder: Path) -> list[list[Path]]:
-    images = sorted((folder / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
-    return [images[1::2], images[0::2]]  # as bench/real_tissue.py and bench/nuclei_cv.py
-
-
 def crc_set(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, classes and CRC half (0 or 1) of every classified or spurious nucleus."""
     from mastctl import imaging
@@ -88,7 +84,7 @@ def crc_set(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         for r in csv.DictReader(fh):
             truth.setdefault(r["image"], {}).setdefault(r["class"], []).append((float(r["x"]), float(r["y"])))
     xs, ys, hs = [], [], []
-    for half, path in ((h, p) for h, paths in enumerate(crc_halves(folder)) for p in paths):
+    for half, path in ((h, p) for h, paths in enumerate(crc_halves(folder)[1]) for p in paths):
         a = analyse(imaging.load(path, mpp=CRC_MPP).pixels, CRC_MPP)
         t = truth.get(path.stem, {})
         y = np.full(len(a.X), -1, np.int64)  # -1: a marked nucleus of no known class (left out)

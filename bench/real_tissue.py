@@ -43,6 +43,7 @@ from mastctl import compare, detection, registry, synth
 from mastctl.metrics import match
 from mastctl.profile import Profile
 from mastctl.truth import load_truth
+from nuclei_cv import crc_halves  # bench/ is the script's folder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CCMCT_MPP = 0.25  # vb0: 40x crops (the tb mosaics' scale varies, ~0.2-0.6)
@@ -85,8 +86,7 @@ def crc(backend: str, options: dict, models: list[str] | None, model_option: str
     by_image: dict[str, dict[str, list]] = {}
     for r in rows:
         by_image.setdefault(r["image"], {}).setdefault(r["class"], []).append((float(r["x"]), float(r["y"])))
-    images = sorted((folder / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
-    halves = [images[1::2], images[0::2]]  # as bench/nuclei_cv.py: fold k scores halves[k], fitted on the other
+    images, halves = crc_halves(folder)  # fold k scores halves[k], fitted on the other
     plans = [(halves[k], {**options, model_option: models[k]}) for k in range(2)] if models else [(images, options)]
     called = {c: 0 for c in CRC_CLASSES}
     counts = {c: 0 for c in CRC_CLASSES}

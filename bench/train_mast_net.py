@@ -121,8 +121,9 @@ def crc_set() -> dict:
         for r in csv.DictReader(fh):
             if r["class"] == "detection":
                 truth.setdefault(r["image"], []).append((float(r["x"]), float(r["y"])))
-    images = sorted((folder / "images").glob("*.png"), key=lambda p: int("".join(c for c in p.stem if c.isdigit()) or 0))
-    halves = [images[1::2], images[0::2]]  # as bench/real_tissue.py
+    from nuclei_cv import crc_halves  # bench/ is the script's folder
+
+    _, halves = crc_halves(folder)  # as bench/real_tissue.py scores them
     X, half, inner = [], [], []
     for k, paths in enumerate(halves):
         for j, p in enumerate(paths):

@@ -10,6 +10,7 @@ fitted to your annotations with `mastctl finetune morphology` and passed as
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,7 @@ class MorphologyDetector:
             return self.options.mast_threshold
         return 0.5 if self.mast_net is not None else self.model.mast_threshold or 0.5
 
-    @property
+    @functools.cached_property
     def model_id(self) -> str:
         """The classifier (and nucleus finder) this detector runs, with a content digest (Identified)."""
         from mastctl.morphology import DEFAULT_MODEL, model_digest

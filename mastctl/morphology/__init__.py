@@ -82,8 +82,8 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     if len(P) == 0:
         return []
     # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
-    not_a_cell = (P[:, CLASSES.index("spurious")] > np.delete(P, CLASSES.index("spurious"), axis=1).max(axis=1))
     if p_mast is not None:
+        not_a_cell = P[:, CLASSES.index("spurious")] > np.delete(P, CLASSES.index("spurious"), axis=1).max(axis=1)
         P = _with_mast_probability(P, np.asarray(p_mast, np.float64))
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
     ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
