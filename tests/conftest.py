@@ -7,6 +7,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # tests run in parallel (-n 2): one thread per worker (and per process it starts), or the
+    # workers' BLAS and torch pools fight over the same cores
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 import numpy as np
 import pytest
 

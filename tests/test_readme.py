@@ -39,7 +39,7 @@ def test_the_readme_has_the_two_commands_first_and_both_kinds_of_blocks():
     text = README.read_text()
     blocks = bash_blocks(text)
     assert blocks[0].startswith("python3 -m venv") and "mastctl detect examples/" in blocks[0]
-    assert blocks[1].strip().endswith('python -m pytest -q -m "slow or not slow"')
+    assert blocks[1].strip().endswith('python -m pytest -q -n 2 -m "slow or not slow"')
     ci = (ROOT / ".ci" / "run").read_text()
     assert blocks[1].strip().split("&& ", 1)[1] in ci  # .ci/run runs the README's test command
     assert runnable(blocks[1]) == ""  # nothing left of it: the test command is not run from here
