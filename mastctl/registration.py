@@ -132,22 +132,22 @@ def _rot(theta: float) -> np.ndarray:
 
 
 class _Fit:
-    """NCC of the fixed image with a moving one sampled at A @ p + t, and its gradient in (A, t).
+    """NCC of the fixed image with a moving one sampled at A @ p + t, and its gradient in (A, t), on a
+    lattice of every ``stride``-th fixed pixel (all of them for the reported score)."""
 
-    The fine step maximises this with L-BFGS (scipy.optimize) from analytic gradients: a few tens of
-    evaluations where a derivative-free search (Powell) took hundreds. Evaluated on a lattice of
-    every ``stride``-th fixed pixel, or on all of them for the reported score.
-    """
-
-    def __init__(self, fixed: np.ndarray, moving: np.ndarray) -> None:
+    def __init__(self, fixed: np.ndarray, moving: np.ndarray, lattices: dict[int, tuple] | None = None) -> None:
         self.fixed = fixed.astype(np.float64)
-        self._lattices: dict[int, tuple] = {}
+        self._lattices: dict[int, tuple] = {} if lattices is None else lattices
         self.moving_shape = moving.shape
         gy, gx = np.gradient(moving.astype(np.float64))
         # value and gradients side by side, padded by one pixel and flattened: one bilinear gather for all three
         layers = np.pad(np.stack([moving, gx, gy], axis=-1), ((0, 1), (0, 1), (0, 0)), mode="edge")
         self.row = layers.shape[1]
         self.layers = np.ascontiguousarray(layers.reshape(-1, 3), dtype=np.float64)
+
+    def with_moving(self, moving: np.ndarray) -> _Fit:
+        """The same fixed image (and its lattices, built once) against another moving image."""
+        return _Fit(self.fixed, moving, self._lattices)
 
     def lattice(self, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, fixed value) of every ``stride``-th fixed pixel centre in each direction."""
@@ -310,7 +310,7 @@ def register(
     ncc, overlap = fit.score(A, t, stride=1)
     # the null: the same search on IHC images with the same texture but no true correspondence (two
     # phase-randomised surrogates, and the quarters swapped); the largest chance correlation of the three
-    null = max(_search(coarse, _mismatched(moving_c, how, seed), _Fit(fixed_f, _mismatched(moving_f, how, seed)), k,
+    null = max(_search(coarse, _mismatched(moving_c, how, seed), fit.with_moving(_mismatched(moving_f, how, seed)), k,
                        max_rotation_deg, candidates=2)[2]
                for how, seed in (("phase", 1), ("phase", 2), ("quarters", 0))) if significance else None
     if overlap < MIN_OVERLAP or ncc < MIN_NCC or (null is not None and ncc < null + MIN_MARGIN):

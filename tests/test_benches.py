@@ -38,7 +38,7 @@ def test_bench_runs_from_a_fresh_machine(name, tmp_path):
     script = BENCH / f"{name.split('-')[0]}.py"
     args = [a.replace("{tmp}", str(tmp_path)) for a in CASES[name]]
     home = tmp_path / "home"  # no ~/.cache, no earlier results
-    home.mkdir(exist_ok=True)
+    home.mkdir()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MASTCTL_")}, "HOME": str(home)}
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=600)

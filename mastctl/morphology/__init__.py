@@ -81,12 +81,12 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     P = model.predict_proba(model.select(analysis.X, measure.FEATURE_NAMES))
     if len(P) == 0:
         return []
+    ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
     if p_mast is not None:
-        not_a_cell = P[:, CLASSES.index("spurious")] > np.delete(P, CLASSES.index("spurious"), axis=1).max(axis=1)
+        not_a_cell = P[:, isp] > np.delete(P, isp, axis=1).max(axis=1)
         P = _with_mast_probability(P, np.asarray(p_mast, np.float64))
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
-    ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     xy = analysis.xy
     um_per_px = analysis.stained.mpp / analysis.stained.factor
     # Law of neighbourhood: an explicit mast cell nearby raises the odds of implicit candidates.
@@ -97,24 +97,25 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         P = P.copy()
         P[boost, ii] *= model.neighbour_boost
         P /= P.sum(axis=1, keepdims=True)
+    others = np.array([k for k in range(len(CLASSES)) if k not in (ie, ii, isp)])
+    mast = P[:, ie] + P[:, ii]
+    best_other = others[np.argmax(P[:, others], axis=1)]  # the likeliest look-alike (the first of ties)
+    p_other = P[np.arange(len(P)), best_other]
+    is_mast = mast >= threshold if threshold is not None else mast >= p_other
+    if p_mast is None:
+        not_a_cell = ~is_mast & (P[:, isp] > np.maximum(mast, p_other))
+    if analysis.every_region_is_a_cell:
+        not_a_cell = np.zeros(len(P), bool)
     cells: list[Cell] = []
     feats = analysis.X
-    others = [k for k in range(len(CLASSES)) if k not in (ie, ii, isp)]
-    for i in range(len(P)):
-        mast = P[i, ie] + P[i, ii]
-        best_other = max(others, key=lambda k: P[i, k])
-        is_mast = mast >= threshold if threshold is not None else mast >= P[i, best_other]
-        if p_mast is None and not is_mast and P[i, isp] > max(mast, P[i, best_other]) and not analysis.every_region_is_a_cell:
-            continue  # not a cell
-        if p_mast is not None and not_a_cell[i] and not analysis.every_region_is_a_cell:
-            continue
+    for i in np.flatnonzero(~not_a_cell):
         x, y = float(xy[i, 0]), float(xy[i, 1])
         extra = {"nucleus_area_um2": float(feats[i, 0]), "p_explicit": float(P[i, ie]), "p_implicit": float(P[i, ii])}
-        if is_mast:
+        if is_mast[i]:
             kind = "explicit" if P[i, ie] >= P[i, ii] else "implicit"
-            cells.append(Cell(x, y, "mast_cell", kind, float(min(mast, 1.0)), extra))
+            cells.append(Cell(x, y, "mast_cell", kind, float(min(mast[i], 1.0)), extra))
         else:
-            cells.append(Cell(x, y, CLASSES[best_other], None, float(P[i, best_other]), extra))
+            cells.append(Cell(x, y, CLASSES[best_other[i]], None, float(p_other[i]), extra))
     return merge_lobes(cells, um_per_px)
 
 
