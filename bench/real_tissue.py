@@ -13,7 +13,8 @@ Weak labels nobody on the team drew (../shared/data, see its README):
    of cells), and epithelial nuclei are never mast cells: the share of each class's nuclei called mast
    (a mast detection within 6 px) should be near zero.
 3. Synthetic: mast-cell F1 on validation seed 9000 in the classic style, and in the held-out style no
-   shipped model was trained on (`mastctl synth --style faded`).
+   shipped model was trained on (`mastctl synth --style faded`; REPORT only). With ``--choose``, also the
+   development style ``washed`` at seed 8000 (never trained on either; the one to CHOOSE on).
 
 Any backend and options:
 
@@ -118,10 +119,10 @@ def crc(backend: str, options: dict, models: list[str] | None, model_option: str
             "nucleus_recall": recall}
 
 
-def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str) -> dict:
-    folder = workdir / f"real-tissue-synth-{style}-s9000-n{tiles}"
-    if not (folder / f"{synth.tile_stem(9000, tiles - 1)}.json").exists():
-        synth.generate(folder, tiles, 9000, synth.SynthOptions(size=512, mpp=0.5, style=style))
+def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str, seed: int = 9000) -> dict:
+    folder = workdir / f"real-tissue-synth-{style}-s{seed}-n{tiles}"
+    if not (folder / f"{synth.tile_stem(seed, tiles - 1)}.json").exists():
+        synth.generate(folder, tiles, seed, synth.SynthOptions(size=512, mpp=0.5, style=style))
     profile = Profile.model_validate({"backend_options": {backend: options}} if options else {})
     run = compare.compare([folder], load_truth(folder), [backend], profile, radius_um=5.0, mode="mast").runs[0]
     if run.evaluation is None:
@@ -178,6 +179,11 @@ def main() -> int:
             else:
                 note = " (held out of every shipped model's training)" if style == synth.HELD_OUT_STYLE else ""
                 print(f"synthetic {style:<10}         mast F1 {r['f1'] or 0:.3f} (P {r['precision'] or 0:.3f}, R {r['recall'] or 0:.3f}){note}")
+    if a.choose and a.synthetic_tiles:
+        out["synthetic_dev_choose"] = r = synthetic(backend, options, a.workdir, a.synthetic_tiles, synth.DEV_STYLE, seed=8000)
+        if "skipped" not in r:
+            print(f"synthetic {synth.DEV_STYLE:<10} (choose) mast F1 {r['f1'] or 0:.3f} (P {r['precision'] or 0:.3f}, "
+                  f"R {r['recall'] or 0:.3f}) (development seed 8000; never trained on)")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.json:
         print(json.dumps(out, default=float))

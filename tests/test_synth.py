@@ -160,5 +160,8 @@ def test_styles_draw_other_tissue_and_gut_is_unchanged():
     blue = lambda img: float(img[..., 2].mean() - img[..., 0].mean())  # noqa: E731
     assert blue(faded.he) < blue(classic.he) - 5  # a yellow cast
     assert faded.style == "faded" and synth.HELD_OUT_STYLE not in synth.TRAINING_STYLES
+    washed = synth.render_tile([3, 1], synth.SynthOptions(**small, style=synth.DEV_STYLE))
+    assert blue(washed.he) > blue(classic.he) + 3  # a blue cast: not the held-out style's shift
+    assert synth.DEV_STYLE not in (*synth.TRAINING_STYLES, synth.HELD_OUT_STYLE)
     with pytest.raises(Exception, match="unknown synthetic style"):
         synth.render_tile(1, synth.SynthOptions(style="nope"))
