@@ -5,7 +5,9 @@ near-empty tissue), nuclei from the hematoxylin channel split by seeded
 watershed, criteria features per nucleus (see mastctl/morphology/features.py),
 and a calibrated per-nucleus classifier: the built-in criteria model, or one
 fitted to your annotations with `mastctl finetune morphology` and passed as
-``--option model=model.json`` (or ``backend_options.morphology.model``).
+``--option model=model.json`` (or ``backend_options.morphology.model``), with a
+second opinion from the built-in mast-cell crop net (``mast_net``; ``-O
+mast_net=none`` turns it off): a nucleus is a mast cell when either is sure.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mastctl.cells import Detections
 from mastctl.errors import InputError
@@ -40,7 +42,12 @@ class MorphologyDetector:
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
         nuclei: str | None = Field(None, description="Nucleus model from `mastctl finetune nuclei` (safetensors; needs torch): finds the nuclei instead of the built-in seeds.")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: 0.5 with a mast-cell net, else the model's); higher = fewer, surer cells.")
-        mast_net: str | None = Field(None, description="A mast-cell crop net that decides which nuclei are mast cells: 'builtin' (trained on synthetic and real tissue; see the README for what it finds and what it costs) or an .npz from bench/train_mast_net.py; null: the criteria classifier decides.")
+        mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or null / 'none': the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
+
+        @field_validator("mast_net")
+        @classmethod
+        def _none_is_off(cls, value: str | None) -> str | None:
+            return None if value is None or value.strip().lower() in ("none", "off", "") else value
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         from mastctl.morphology import model_path_or_default
@@ -69,7 +76,7 @@ class MorphologyDetector:
         """P(mast) from which a nucleus is reported as a mast cell (CandidateDetector)."""
         if self.options.mast_threshold:
             return self.options.mast_threshold
-        return 0.5 if self.mast_net is not None else self.model.mast_threshold or 0.5
+        return self.model.mast_threshold or 0.5  # the net's opinion is moved onto this scale (classify)
 
     @functools.cached_property
     def model_id(self) -> str:
@@ -114,13 +121,15 @@ class MorphologyDetector:
         analysis = analyse(image.pixels, mpp, normalize=self._normalize, vectors=vectors, threshold=o.nucleus_threshold,
                            nuclei_net=self.nuclei_net)
         t1 = time.perf_counter()
-        p_mast = None
+        p_net = None
         if self.mast_net is not None and len(analysis.X):
             from mastctl.morphology.mastnet import stain_crops
             from mastctl.morphology.nucleinet import stain_input
 
-            st = analysis.stained
-            p_mast = self.mast_net.probability(stain_crops(stain_input(st), st.mpp, analysis.nuclei.xy))
-        cells = classify(analysis, self.model, self.mast_threshold if p_mast is not None else o.mast_threshold, p_mast=p_mast)
+            st, net = analysis.stained, self.mast_net
+
+            def p_net(ask):
+                return net.probability(stain_crops(stain_input(st), st.mpp, analysis.nuclei.xy[ask]))
+        cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})

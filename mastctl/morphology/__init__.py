@@ -8,6 +8,7 @@ and for the built-in model (``bench/calibrate_morphology.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -64,17 +65,21 @@ def default_model() -> Model:
 
 
 def classify(analysis: Analysis, model: Model, mast_threshold: float | None = None,
-             p_mast: np.ndarray | None = None) -> list[Cell]:
+             p_net: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None) -> list[Cell]:
     """Cells from class probabilities: mast cells with a kind, look-alikes by label.
 
     A nucleus is a mast cell when P(explicit) + P(implicit) reaches ``mast_threshold``
     (default: the model's; none: when mast is likelier than every other class). The
-    confidence is that probability, so a lower threshold trades precision for recall
-    while a reported 0.4 still means "right about 40% of the time".
+    confidence is that probability, so a lower threshold trades precision for recall.
 
-    ``p_mast`` (one per nucleus, from the mast-cell crop net) replaces P(mast): the model then
-    only splits a mast cell into explicit and implicit, and names the look-alike of the rest;
-    ``p_explicit``/``p_implicit`` are P(mast) shared in the model's proportion.
+    ``p_net`` (one per nucleus, or a function from nucleus indices to theirs: from the mast-cell crop net,
+    on the net's own scale: 0.5 is its decision point; asked only about the cells the model does not call
+    mast cells) is a second opinion: it is moved onto the criteria model's scale (the net's 0.5
+    lands on the model's own threshold, so a higher ``mast_threshold`` makes both experts stricter)
+    and P(mast) is the larger of the two. A cell is a mast cell
+    when either expert is sure of it: the criteria model knows the renderer's explicit and implicit
+    cells, the net knows real ones (README). The model still splits a mast cell into explicit and
+    implicit, names the look-alike of the rest, and says whether a region is a cell at all.
     """
     from scipy.spatial import cKDTree
 
@@ -82,10 +87,6 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     if len(P) == 0:
         return []
     ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
-    # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
-    if p_mast is not None:
-        not_a_cell = P[:, isp] > np.delete(P, isp, axis=1).max(axis=1)
-        P = _with_mast_probability(P, np.asarray(p_mast, np.float64))
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
     xy = analysis.xy
     um_per_px = analysis.stained.mpp / analysis.stained.factor
@@ -98,12 +99,24 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         P[boost, ii] *= model.neighbour_boost
         P /= P.sum(axis=1, keepdims=True)
     others = np.array([k for k in range(len(CLASSES)) if k not in (ie, ii, isp)])
-    mast = P[:, ie] + P[:, ii]
-    best_other = others[np.argmax(P[:, others], axis=1)]  # the likeliest look-alike (the first of ties)
-    p_other = P[np.arange(len(P)), best_other]
-    is_mast = mast >= threshold if threshold is not None else mast >= p_other
-    if p_mast is None:
-        not_a_cell = ~is_mast & (P[:, isp] > np.maximum(mast, p_other))
+
+    def decide(P):
+        mast = P[:, ie] + P[:, ii]
+        best_other = others[np.argmax(P[:, others], axis=1)]  # the likeliest look-alike (the first of ties)
+        p_other = P[np.arange(len(P)), best_other]
+        return mast, best_other, p_other, mast >= threshold if threshold is not None else mast >= p_other
+
+    mast, best_other, p_other, is_mast = decide(P)
+    # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
+    not_a_cell = ~is_mast & (P[:, isp] > np.maximum(mast, p_other))
+    if p_net is not None:
+        # asked only where it can change the answer: a cell the criteria model does not call a mast cell
+        ask = np.flatnonzero(~is_mast & (~not_a_cell | analysis.every_region_is_a_cell))
+        heard = np.zeros(len(P))
+        if len(ask):
+            heard[ask] = net_on_scale(p_net(ask) if callable(p_net) else np.asarray(p_net)[ask], model.mast_threshold)
+        P = _with_mast_probability(P, np.maximum(mast, heard))
+        mast, best_other, p_other, is_mast = decide(P)
     if analysis.every_region_is_a_cell:
         not_a_cell = np.zeros(len(P), bool)
     cells: list[Cell] = []
@@ -117,6 +130,13 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         else:
             cells.append(Cell(x, y, CLASSES[best_other[i]], None, float(p_other[i]), extra))
     return merge_lobes(cells, um_per_px)
+
+
+def net_on_scale(p_net: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The crop net's P(mast) moved so that its decision point (0.5) lands on ``threshold`` (logits add)."""
+    p = np.clip(np.asarray(p_net, np.float64), 1e-9, 1 - 1e-9)
+    t = min(max(threshold if threshold is not None else 0.5, 1e-6), 1 - 1e-6)
+    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + np.log(t / (1 - t)))))
 
 
 def _with_mast_probability(P: np.ndarray, p_mast: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The mast-cell crop classifier: P(mast cell) of each nucleus from a 20 um crop of its stain maps.
 
-A small CNN (the crop averaged to 1 um/px, then 3x3 convolutions with batch norm folded in, ReLU
-and 2x2 max-pools down to 5 x 5; the features are the means over the whole crop and over its
-centre) reads the hematoxylin, eosin and residual concentrations (the image's own Macenko vectors)
-in a 40 x 40 px crop at 0.5 um/px around each nucleus, and gives one logit. It is trained by ``bench/train_mast_net.py`` on synthetic tiles of the
+A small CNN (3x3 convolutions with batch norm folded in, ReLU and 2x2 max-pools, 40 -> 20 -> 10 px;
+the features are the means over the last level and over its centre; an older net may first average
+the crop to 1 um/px, ``input_pool``) reads the hematoxylin, eosin and residual concentrations (the
+image's own Macenko vectors) in a 40 x 40 px crop at 0.5 um/px around each nucleus, and gives one
+logit. The detector takes it as a second opinion beside the criteria model (``classify``). It is trained by ``bench/train_mast_net.py`` on synthetic tiles of the
 training styles *and* real tissue (ccMCT tumour sheets as weak positives, CRC nuclei as negatives),
 because the criteria features alone learned the renderer (see the README). Inference is numpy only:
 no torch at run time. Weights are an ``.npz`` of plain arrays (never pickle) with a JSON header.
@@ -25,6 +26,17 @@ SCHEMA = "mastctl/mast-net@1"
 DEFAULT_NET = "mast_net.npz"
 CROP_PX = 40
 CROP_MPP = 0.5  # um per crop pixel: a crop is 20 um wide
+TORCH_FROM = 64  # crops in one call from which torch (if installed) runs the net: its import (~1.5 s) then pays
+
+
+def _torch_available() -> bool:
+    import importlib.util
+    import os
+    import sys
+
+    if os.environ.get("MASTCTL_NUMPY_NET"):  # force the numpy path (tests compare the two)
+        return False
+    return "torch" in sys.modules or importlib.util.find_spec("torch") is not None
 
 
 @dataclass
@@ -36,20 +48,47 @@ class MastNet:
     logit_shift: float = 0.0  # subtracted from the logit: P = 0.5 is the decision point
     info: dict[str, Any] = field(default_factory=dict)
     input_pool: int = 1  # the crop is averaged over input_pool x input_pool pixels first
+    _torch_weights: list | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ inference
 
     def logits(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Mast logits (minus the decision shift) of (N, 3, 40, 40) float32 crops."""
-        out = [self._forward(crops[i:i + batch]) for i in range(0, len(crops), batch)]
+        """Mast logits (minus the decision shift) of (N, 3, 40, 40) float32 crops.
+
+        With torch installed (the ``all`` and ``nuclei`` extras) and enough crops to repay its import, the
+        same arithmetic runs through torch's convolutions (channels-last: twice as fast as the default layout
+        for these few channels), about seven times faster than numpy, which runs otherwise. The two
+        agree to float rounding (a test holds them to 1e-4).
+        """
+        forward = self._forward
+        if len(crops) >= TORCH_FROM and _torch_available():
+            forward = self._forward_torch
+        out = [forward(crops[i:i + batch]) for i in range(0, len(crops), batch)]
         return np.concatenate(out) - self.logit_shift if out else np.zeros(0, np.float32)
+
+    def _forward_torch(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        f = torch.nn.functional
+        if self._torch_weights is None:
+            self._torch_weights = [(torch.from_numpy(np.ascontiguousarray(w, np.float32)), torch.from_numpy(np.asarray(b, np.float32)))
+                                   for w, b in self.convs]
+        with torch.inference_mode():
+            h = torch.from_numpy(np.ascontiguousarray(x, np.float32)).contiguous(memory_format=torch.channels_last)
+            if self.input_pool > 1:
+                h = f.avg_pool2d(h, self.input_pool)
+            for i, (w, b) in enumerate(self._torch_weights):
+                h = torch.relu(f.conv2d(h, w, b, padding=1))
+                if i in self.pool_after:
+                    h = f.max_pool2d(h, 2)
+            c = centre(h.shape[2])
+            feats = torch.cat([h.mean((2, 3)), h[:, :, c, c].mean((2, 3))], 1).numpy()
+        return (feats @ self.head_w.T + self.head_b)[:, 0]
 
     def probability(self, crops: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.logits(crops), -30, 30)))
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        from numpy.lib.stride_tricks import sliding_window_view
-
         x = np.asarray(x, dtype=np.float32)
         if self.input_pool > 1:
             k = self.input_pool
@@ -57,15 +96,12 @@ class MastNet:
             x = x[:, :, : hh // k * k, : ww // k * k].reshape(n, c, hh // k, k, ww // k, k).mean(axis=(3, 5))
         h = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NHWC
         for i, (w, b) in enumerate(self.convs):
-            n, hh, ww, c = h.shape
-            padded = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
-            cols = sliding_window_view(padded, (3, 3), axis=(1, 2))  # (N, H, W, C, 3, 3)
-            h = cols.reshape(n * hh * ww, c * 9) @ w.reshape(len(w), c * 9).T + b
-            np.maximum(h, 0, out=h)
-            h = h.reshape(n, hh, ww, len(w))
+            h = _conv3x3_relu(h, w, b)
             if i in self.pool_after:
-                h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, len(w)).max(axis=(2, 4))
-        feats = np.concatenate([h.mean(axis=(1, 2)), h[:, 1:4, 1:4].mean(axis=(1, 2))], axis=1)
+                n, hh, ww, c = h.shape
+                h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, c).max(axis=(2, 4))
+        c = centre(h.shape[1])
+        feats = np.concatenate([h.mean(axis=(1, 2)), h[:, c, c].mean(axis=(1, 2))], axis=1)
         return (feats @ self.head_w.T + self.head_b)[:, 0]
 
     # ------------------------------------------------------------------ files
@@ -109,25 +145,63 @@ class MastNet:
         return net
 
 
+def centre(n: int) -> slice:
+    """The middle of the last feature map, n x n: its centre 3 x 3 at n = 5, 4 x 4 at n = 10."""
+    lo = (n - 1) // 3
+    return slice(lo, n - lo)
+
+
+def _conv3x3_relu(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ReLU(3x3 convolution, zero padding) of NHWC ``h`` with ``w`` (O, C, 3, 3): nine shifted matrix products
+    (1.5x faster than one product of the unfolded windows, which copies every pixel nine times)."""
+    n, hh, ww, c = h.shape
+    padded = np.zeros((n, hh + 2, ww + 2, c), np.float32)
+    padded[:, 1:-1, 1:-1] = h
+    taps = w.transpose(2, 3, 1, 0)  # (3, 3, C, O)
+    out = np.empty((n, hh, ww, len(w)), np.float32)
+    out[:] = b
+    for dy in range(3):
+        for dx in range(3):
+            out += padded[:, dy:dy + hh, dx:dx + ww] @ taps[dy, dx]
+    return np.maximum(out, 0, out=out)
+
+
 def default_net() -> MastNet:
     with resources.as_file(resources.files("mastctl.morphology") / DEFAULT_NET) as path:
         return MastNet.load(path)
 
 
+def linear_zoom(maps: np.ndarray, zoom: float) -> np.ndarray:
+    """(C, H, W) maps resampled by ``zoom`` with linear interpolation, as ``scipy.ndimage.zoom(order=1)`` does
+    per channel (same output shape and sample positions), as two sparse products: ten times faster."""
+    from scipy import sparse
+
+    def weights(n_in: int) -> sparse.csr_matrix:
+        n_out = max(1, int(round(n_in * zoom)))
+        x = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        lo = np.clip(np.floor(x).astype(np.int64), 0, max(0, n_in - 2))
+        w = (x - lo).astype(np.float32)
+        hi = np.minimum(lo + 1, n_in - 1)
+        rows = np.repeat(np.arange(n_out), 2)
+        return sparse.csr_matrix((np.column_stack([1 - w, w]).ravel(), (rows, np.column_stack([lo, hi]).ravel())),
+                                 shape=(n_out, n_in))
+
+    c, h, w = maps.shape
+    ry, rx = weights(h), weights(w)
+    return np.stack([np.asarray((ry @ (rx @ ch.T).T), np.float32) for ch in maps.astype(np.float32)])
+
+
 def stain_crops(stain_maps: np.ndarray, mpp: float, xy: np.ndarray, size: int = CROP_PX) -> np.ndarray:
     """(N, 3, size, size) crops at 0.5 um/px centred on ``xy`` (pixels of ``stain_maps``, (3, H, W) at ``mpp``)."""
-    from scipy import ndimage as ndi
-
     zoom = float(mpp) / CROP_MPP
     maps = stain_maps.astype(np.float32)
     if abs(zoom - 1.0) > 0.02:
-        maps = np.stack([ndi.zoom(ch, zoom, order=1) for ch in maps])
+        maps = linear_zoom(maps, zoom)
     pts = np.asarray(xy, np.float64).reshape(-1, 2) * zoom
     half = size // 2
     padded = np.pad(maps, ((0, 0), (half + 1, half + 1), (half + 1, half + 1)))
-    out = np.empty((len(pts), 3, size, size), np.float32)
-    for i, (px, py) in enumerate(pts):
-        cx = min(max(int(round(px)), 0), maps.shape[2]) + half + 1
-        cy = min(max(int(round(py)), 0), maps.shape[1]) + half + 1
-        out[i] = padded[:, cy - half: cy + half, cx - half: cx + half]
-    return out
+    cx = np.clip(np.round(pts[:, 0]).astype(np.int64), 0, maps.shape[2]) + 1  # top-left corner in padded pixels
+    cy = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, maps.shape[1]) + 1
+    offsets = np.arange(size)
+    rows, cols = cy[:, None] + offsets, cx[:, None] + offsets  # (N, size) each
+    return np.ascontiguousarray(padded[:, rows[:, :, None], cols[:, None, :]].transpose(1, 0, 2, 3))
