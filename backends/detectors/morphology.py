@@ -42,7 +42,7 @@ class MorphologyDetector:
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
         nuclei: str | None = Field(None, description="Nucleus model from `mastctl finetune nuclei` (safetensors; needs torch): finds the nuclei instead of the built-in seeds.")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: 0.5 with a mast-cell net, else the model's); higher = fewer, surer cells.")
-        mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or null / 'none': the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
+        mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
 
         @field_validator("mast_net")
         @classmethod
