@@ -329,7 +329,8 @@ def main() -> int:
         net = export(torch_net, {})
         p_crc = net.probability(centre(crc["X"][held]))
         p_other = net.probability(centre(other["X"][other["choose"]])) if other["choose"].any() else np.zeros(0)
-        threshold = next((t for t in THRESHOLDS if np.mean(p_crc >= t) <= MAX_CALLED and np.mean(p_other >= t) <= MAX_CALLED),
+        threshold = next((t for t in THRESHOLDS if np.mean(p_crc >= t) <= MAX_CALLED
+                          and (not len(p_other) or np.mean(p_other >= t) <= MAX_CALLED)),
                          THRESHOLDS[-1])
         p_choose = net.probability(centre(choose["X"]))
         net.logit_shift = float(np.log(threshold / (1 - threshold)))

@@ -41,7 +41,7 @@ class MorphologyDetector:
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
         nuclei: str | None = Field(None, description="Nucleus model from `mastctl finetune nuclei` (safetensors; needs torch): finds the nuclei instead of the built-in seeds.")
-        mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: 0.5 with a mast-cell net, else the model's); higher = fewer, surer cells.")
+        mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's; the mast-cell net's own decision point is moved onto it); higher = fewer, surer cells.")
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
 
         @field_validator("mast_net")

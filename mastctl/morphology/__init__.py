@@ -109,16 +109,16 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     mast, best_other, p_other, is_mast = decide(P)
     # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
     not_a_cell = ~is_mast & (P[:, isp] > np.maximum(mast, p_other))
+    if analysis.every_region_is_a_cell:
+        not_a_cell = np.zeros(len(P), bool)
     if p_net is not None:
         # asked only where it can change the answer: a cell the criteria model does not call a mast cell
-        ask = np.flatnonzero(~is_mast & (~not_a_cell | analysis.every_region_is_a_cell))
+        ask = np.flatnonzero(~is_mast & ~not_a_cell)
         heard = np.zeros(len(P))
         if len(ask):
             heard[ask] = net_on_scale(p_net(ask) if callable(p_net) else np.asarray(p_net)[ask], model.mast_threshold)
         P = _with_mast_probability(P, np.maximum(mast, heard))
         mast, best_other, p_other, is_mast = decide(P)
-    if analysis.every_region_is_a_cell:
-        not_a_cell = np.zeros(len(P), bool)
     cells: list[Cell] = []
     feats = analysis.X
     for i in np.flatnonzero(~not_a_cell):

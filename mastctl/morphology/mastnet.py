@@ -6,8 +6,8 @@ the crop to 1 um/px, ``input_pool``) reads the hematoxylin, eosin and residual c
 image's own Macenko vectors) in a 40 x 40 px crop at 0.5 um/px around each nucleus, and gives one
 logit. The detector takes it as a second opinion beside the criteria model (``classify``). It is trained by ``bench/train_mast_net.py`` on synthetic tiles of the
 training styles *and* real tissue (ccMCT tumour sheets as weak positives, CRC nuclei as negatives),
-because the criteria features alone learned the renderer (see the README). Inference is numpy only:
-no torch at run time. Weights are an ``.npz`` of plain arrays (never pickle) with a JSON header.
+because the criteria features alone learned the renderer (see the README). Inference needs numpy only;
+torch, where installed, runs the same arithmetic faster (``MastNet.logits``). Weights are an ``.npz`` of plain arrays (never pickle) with a JSON header.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def default_net() -> MastNet:
 
 def linear_zoom(maps: np.ndarray, zoom: float) -> np.ndarray:
     """(C, H, W) maps resampled by ``zoom`` with linear interpolation, as ``scipy.ndimage.zoom(order=1)`` does
-    per channel (same output shape and sample positions), as two sparse products: ten times faster."""
+    per channel (same output shape and sample positions), as two sparse products: four times faster."""
     from scipy import sparse
 
     def weights(n_in: int) -> sparse.csr_matrix:
@@ -186,8 +186,7 @@ def linear_zoom(maps: np.ndarray, zoom: float) -> np.ndarray:
         return sparse.csr_matrix((np.column_stack([1 - w, w]).ravel(), (rows, np.column_stack([lo, hi]).ravel())),
                                  shape=(n_out, n_in))
 
-    c, h, w = maps.shape
-    ry, rx = weights(h), weights(w)
+    ry, rx = weights(maps.shape[1]), weights(maps.shape[2])
     return np.stack([np.asarray((ry @ (rx @ ch.T).T), np.float32) for ch in maps.astype(np.float32)])
 
 
