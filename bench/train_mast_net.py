@@ -21,19 +21,24 @@ What each data set is for is declared here, before anything is measured:
   H&E of ``pairs/``: TRAIN.
 
 Threshold (declared): every fifth CRC image of each half is not trained on but kept for the threshold:
-the lowest of 0.5, 0.6, ..., 0.95, 0.98 at which at most 0.5% of those images' nuclei, and of the OS-1
-right half's, are called mast, written into the net as a logit shift (so P = 0.5 decides). (A first
-version chose on the nuclei the net was trained on: 0.5-0.7% there, but 6% of the CRC nuclei of the
-half it had not seen; a second allowed 1%, which the detector turned into 1.3-1.6% of CRC epithelium.)
+the lowest of 0.2, 0.3, ..., 0.95, 0.98 at which the net, beside the criteria model in the default detector
+(``classify``), adds mast calls to at most 0.3% of those images' cells (the criteria model's own calls
+are about 0.15% of CRC epithelium: the target is 0.5%), and calls at most 0.5% of the OS-1 right half's
+nuclei mast, written into the net as a logit shift (so P = 0.5 decides). (Earlier versions counted the
+net's calls over all of those nuclei alone, which the detector turned into 0.5-0.75% of the epithelium,
+and stopped at 0.5, which a better net did not need; the epithelial nuclei of five images, 600-700, are
+too few to choose by: the criteria model alone calls 3 of one half's 739.)
 
 Recipe: the net reads 40 x 40 px crops at 0.5 um/px (INPUT_POOL = 1; at 1 um/px round carcinoma nuclei
-passed for mast cells more often), with stain-strength, focus (Gaussian 0-1 um), noise, flip and turn
-augmentation; batches mix synthetic 35%, ccMCT 15%, CRC 40%, other H&E 10% (``--mix``). Measured on the
+passed for mast cells more often), with stain-strength, stain cross-talk, chromatin-contrast, focus
+(Gaussian 0-1 um), noise, flip and turn augmentation; batches mix synthetic 35%, ccMCT 15%, CRC 40%, other H&E 10% (``--mix``). Measured on the
 choose sets only (tb2, CRC threshold images, synthetic dev seed 8000 in the training styles and in a
 development style drawn for it, never trained on and not the held-out ``faded``): a larger CRC share
 bought fewer epithelial calls at the same tb2 fraction; per-crop stain normalisation (each channel
 over its 95th percentile) and per-image normalisation at run time made it worse; dropping the small
-ccMCT nuclei cut the lymphocytes the net called mast cells in the development style.
+ccMCT nuclei cut the lymphocytes the net called mast cells in the development style; cross-talk and
+chromatin-contrast augmentation gave tb2 0.47 at 0.37% of the CRC threshold images' epithelium (0.42 at
+0.74% without); a size augmentation (zoom +-10%) on top of chromatin contrast gave 0.39 at 0.45%.
 
     python bench/train_mast_net.py [--steps 1500] [--out mastctl/morphology/mast_net.npz] [--two-fold DIR]
     python bench/train_mast_net.py --tiles-scale 0.02 --steps 5 --out /tmp/net.npz     # a smoke test
@@ -47,6 +52,7 @@ import argparse
 import csv
 import glob
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +74,11 @@ MARGIN = 4  # crops are cut 8 px larger, for translation jitter
 INPUT_POOL = 1  # the net sees 0.5 um/px: at 1 um/px (a quarter of the work) nucleoli, vesicular chromatin and
 # cytoplasmic granules blur together, and round carcinoma nuclei pass for mast cells (tb2 0.57 vs 0.62 at equal CRC calls)
 GAIN_SD = 0.35
-MAX_CALLED = 0.005  # the threshold: at most this share of the held-out negatives' nuclei called mast
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+MIX_SD = 0.1  # stain cross-talk: each crop's channels mixed by I + N(0, MIX_SD) off the diagonal (a stain vector that differs)
+DETAIL_SD = 0.3  # chromatin contrast: detail above a 1 um blur scaled by exp(N(0, DETAIL_SD)) per crop
+MAX_CALLED = 0.005  # the threshold: at most this share of the OS-1 right half's nuclei called mast by the net
+MAX_ADDED = 0.003  # ... and the net adds mast calls to at most this share of the CRC threshold images' cells
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
 def crops(maps: np.ndarray, mpp: float, xy: np.ndarray) -> np.ndarray:
@@ -139,18 +148,22 @@ def ccmct_set(patterns: tuple[str, ...], scales=CCMCT_SCALES) -> dict:
 def crc_set() -> dict:
     folder = DATA / "crc_nuclei"
     truth: dict[str, list] = {}
+    epithelial: dict[str, list] = {}
     with open(folder / "points.csv", newline="") as fh:
         for r in csv.DictReader(fh):
-            if r["class"] == "detection":
-                truth.setdefault(r["image"], []).append((float(r["x"]), float(r["y"])))
+            if r["class"] in ("detection", "epithelial"):
+                (truth if r["class"] == "detection" else epithelial).setdefault(r["image"], []).append((float(r["x"]), float(r["y"])))
     from nuclei_cv import crc_halves  # bench/ is the script's folder
 
     _, halves = crc_halves(folder)  # as bench/real_tissue.py scores them
-    X, half, inner = [], [], []
+    X, half, inner, held_images = [], [], [], []
     for k, paths in enumerate(halves):
         for j, p in enumerate(paths):
             a = analyse(imaging.load(p, mpp=0.55).pixels, 0.55)
             st = a.stained
+            if j % 5 == 4:  # what the detector makes of it, for the threshold
+                held_images.append(ThresholdImage(k, a, stain_crops(stain_input(st), st.mpp, a.nuclei.xy).astype(np.float16),
+                                                  np.array(epithelial.get(p.stem, []), np.float64).reshape(-1, 2)))
             marked = np.array(truth.get(p.stem, []), np.float64).reshape(-1, 2) / st.factor
             # the marked centres, and every region the detector's own nucleus finder takes for a nucleus
             # (fragments, stroma, off-centre seeds): what the net is asked about at run time
@@ -159,7 +172,38 @@ def crc_set() -> dict:
                 half.append(np.full(len(xy), k))
                 inner.append(np.full(len(xy), j % 5 == 4))  # every fifth image of a half: the threshold's, not trained on
     X = np.concatenate(X)
-    return {"X": X, "y": np.zeros(len(X), np.int8), "half": np.concatenate(half), "inner": np.concatenate(inner)}
+    return {"X": X, "y": np.zeros(len(X), np.int8), "half": np.concatenate(half), "inner": np.concatenate(inner),
+            "held_images": held_images}
+
+
+@dataclass
+class ThresholdImage:
+    """A CRC image kept out of training for the threshold: the detector's analysis and every nucleus's crop."""
+
+    half: int
+    analysis: object  # mastctl.morphology.Analysis
+    crops: np.ndarray  # (nuclei, 3, 40, 40) float16
+    epithelial: np.ndarray  # (n, 2) marked epithelial centres, image pixels
+
+
+def added_by_the_net(net: MastNet, images: list[ThresholdImage], threshold: float) -> tuple[float, float]:
+    """The shares of the images' cells, and of their marked epithelial nuclei, that the default detector calls mast
+    with ``net`` at ``threshold`` and would not call mast without it (the criteria model's own calls left out)."""
+    from mastctl.metrics import match
+    from mastctl.morphology import classify, default_model
+
+    model, shift = default_model(), float(np.log(threshold / (1 - threshold)))
+    added = cells_seen = epithelial_added = marked = 0
+    for im in images:
+        logits = net.logits(im.crops.astype(np.float32)) - shift
+        both = classify(im.analysis, model, p_net=1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30))))
+        alone = {(c.x, c.y) for c in classify(im.analysis, model) if c.is_mast_cell}
+        xy = np.array([(c.x, c.y) for c in both]).reshape(-1, 2)
+        new = np.array([c.is_mast_cell and (c.x, c.y) not in alone for c in both], bool)
+        added, cells_seen = added + int(new.sum()), cells_seen + len(both)
+        epithelial_added += sum(int(new[i]) for i, _ in match(xy, im.epithelial, 6.0).pairs)
+        marked += len(im.epithelial)
+    return added / max(1, cells_seen), epithelial_added / max(1, marked)
 
 
 def other_he_set() -> dict:
@@ -221,12 +265,19 @@ def make_torch_net(width: int):
 
 
 def augment(x: np.ndarray, rng) -> np.ndarray:
-    """Stain strength (per crop and channel, +-35%), offsets, noise, focus (a Gaussian of 0-1 um on half the
+    """Stain strength (per crop and channel, +-35%), offsets, stain cross-talk (MIX_SD: the image's stain
+    vectors are estimates), chromatin contrast (DETAIL_SD), noise, focus (a Gaussian of 0-1 um on half the
     batches: scanners and sections differ in sharpness), translation, flips and quarter turns."""
     from scipy import ndimage as ndi
 
     n = len(x)
     x = x * np.exp(rng.normal(0, GAIN_SD, (n, 3, 1, 1))).astype(np.float32) + rng.normal(0, 0.05, (n, 3, 1, 1)).astype(np.float32)
+    if MIX_SD > 0:
+        mixing = np.eye(3, dtype=np.float32) + (rng.normal(0, MIX_SD, (n, 3, 3)) * (1 - np.eye(3))).astype(np.float32)
+        x = np.einsum("nij,njhw->nihw", mixing, x.astype(np.float32))
+    if DETAIL_SD > 0:
+        low = ndi.gaussian_filter(x.astype(np.float32), (0, 0, 2.0, 2.0), mode="nearest")
+        x = low + (x - low) * np.exp(rng.normal(0, DETAIL_SD, (n, 1, 1, 1))).astype(np.float32)
     if rng.random() < 0.5:
         sigma_px = rng.uniform(0.0, 1.0) / 0.5  # crops are at 0.5 um/px
         x = ndi.gaussian_filter(x.astype(np.float32), (0, 0, sigma_px, sigma_px), mode="nearest")
@@ -318,7 +369,7 @@ def main() -> int:
         plans = [(a.two_fold / f"crc-fold{k}.npz", k) for k in (0, 1)] + plans
     for out, left_out in plans:
         usable = np.ones(len(crc["X"]), bool) if left_out is None else crc["half"] != left_out
-        rows, held = usable & ~crc["inner"], usable & crc["inner"]
+        rows = usable & ~crc["inner"]
         print(f"{out.name}: training{'' if left_out is None else f' (CRC half {left_out} left out)'}", flush=True)
         sources = [(syn["X"], syn["y"]), (mct["X"], mct["y"]), (crc["X"][rows], crc["y"][rows])]
         mix = [float(v) for v in a.mix.split(",")][:4]
@@ -327,11 +378,12 @@ def main() -> int:
         mix = mix[:len(sources)]
         torch_net = train(sources, [m / sum(mix) for m in mix], a.steps, a.width, a.seed)
         net = export(torch_net, {})
-        p_crc = net.probability(centre(crc["X"][held]))
         p_other = net.probability(centre(other["X"][other["choose"]])) if other["choose"].any() else np.zeros(0)
-        threshold = next((t for t in THRESHOLDS if np.mean(p_crc >= t) <= MAX_CALLED
-                          and (not len(p_other) or np.mean(p_other >= t) <= MAX_CALLED)),
-                         THRESHOLDS[-1])
+        held_images = [im for im in crc["held_images"] if left_out is None or im.half != left_out]
+        for threshold in THRESHOLDS:
+            added, epithelial = added_by_the_net(net, held_images, threshold)
+            if added <= MAX_ADDED and (not len(p_other) or np.mean(p_other >= threshold) <= MAX_CALLED):
+                break
         p_choose = net.probability(centre(choose["X"]))
         net.logit_shift = float(np.log(threshold / (1 - threshold)))
         net.info = {"trained_on": "synthetic tiles (seeds 1000+, styles gut, sheet, carcinoma); ccMCT tb0/tb1 crops "
@@ -340,11 +392,13 @@ def main() -> int:
                                   f"negatives{'' if left_out is None else f', half {left_out} left out'}); OS-1 left half and the same-section "
                                   "H&E of pairs/ (negatives)",
                     "threshold": threshold, "steps": a.steps, "width": a.width,
-                    "chosen_on": {"crc_held_out_images_called_mast": round(float(np.mean(p_crc >= threshold)), 4),
+                    "chosen_on": {"crc_held_out_images_cells_the_net_adds": round(added, 4),
+                                  "crc_held_out_images_epithelial_the_net_adds": round(epithelial, 4),
                                   "os1_right_half_called_mast": round(float(np.mean(p_other >= threshold)), 4) if len(p_other) else None,
                                   "ccmct_tb2_mast_fraction": round(float(np.mean(p_choose >= threshold)), 4)}}
         net.save(out)
-        print(f"  threshold {threshold} (CRC nuclei of the images held out for it called mast {np.mean(p_crc >= threshold):.2%}; "
+        print(f"  threshold {threshold} (of the cells of the {len(held_images)} CRC images held out for it, the net adds mast "
+              f"calls to {added:.2%}, to {epithelial:.2%} of the epithelial; "
               f"ccMCT tb2 crops {np.mean(p_choose >= threshold):.3f}); wrote {out} "
               f"({out.stat().st_size // 1024} kB); {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

@@ -21,6 +21,11 @@ from mastctl.morphology.model import CLASSES, TYPE_TO_CLASS, Model
 
 DEFAULT_MODEL = "default_model.json"
 NEIGHBOUR_UM = 30.0  # the law of neighbourhood: how far an explicit mast cell vouches for implicit ones
+# Where the criteria model is this sure of a look-alike, the crop net is not heard: plasma cells (eccentric
+# clock-face nucleus, perinuclear halo, purple cytoplasm) are what the net takes for mast cells most under an
+# unseen stain or camera (development style `washed`, synthetic dev tiles), and what real mast cells almost
+# never look like to the criteria (ccMCT tb2: 2 of the net's 241 cells).
+NET_DEFERS_TO = {"plasma_cell": 0.8}
 LABEL_RADIUS_UM = 3.5  # a detected nucleus takes the class of a true cell this close
 
 
@@ -74,10 +79,10 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
 
     ``p_net`` (one per nucleus, or a function from nucleus indices to theirs: from the mast-cell crop net,
     on the net's own scale: 0.5 is its decision point; asked only about the cells the model does not call
-    mast cells) is a second opinion: it is moved onto the criteria model's scale (the net's 0.5
-    lands on the model's own threshold, so a higher ``mast_threshold`` makes both experts stricter)
-    and P(mast) is the larger of the two. A cell is a mast cell
-    when either expert is sure of it: the criteria model knows the renderer's explicit and implicit
+    mast cells, and not about those it is sure are a look-alike of ``NET_DEFERS_TO``) is a second opinion:
+    it is moved onto the criteria model's scale (the net's 0.5 lands on the model's own threshold, so a
+    higher ``mast_threshold`` makes both experts stricter) and P(mast) is the larger of the two. A cell is
+    a mast cell when either expert is sure of it: the criteria model knows the renderer's explicit and implicit
     cells, the net knows real ones (README). The model still splits a mast cell into explicit and
     implicit, names the look-alike of the rest, and says whether a region is a cell at all.
     """
@@ -113,7 +118,10 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         not_a_cell = np.zeros(len(P), bool)
     if p_net is not None:
         # asked only where it can change the answer: a cell the criteria model does not call a mast cell
-        ask = np.flatnonzero(~is_mast & ~not_a_cell)
+        ask = ~is_mast & ~not_a_cell
+        for label, sure in NET_DEFERS_TO.items():
+            ask &= P[:, CLASSES.index(label)] < sure
+        ask = np.flatnonzero(ask)
         heard = np.zeros(len(P))
         if len(ask):
             heard[ask] = net_on_scale(p_net(ask) if callable(p_net) else np.asarray(p_net)[ask], model.mast_threshold)
