@@ -162,8 +162,7 @@ def crc_set() -> dict:
             a = analyse(imaging.load(p, mpp=0.55).pixels, 0.55)
             st = a.stained
             if j % 5 == 4:  # what the detector makes of it, for the threshold
-                held_images.append(ThresholdImage(k, a, stain_crops(stain_input(st), st.mpp, a.nuclei.xy).astype(np.float16),
-                                                  np.array(epithelial.get(p.stem, []), np.float64).reshape(-1, 2)))
+                held_images.append(threshold_image(k, a, np.array(epithelial.get(p.stem, []), np.float64).reshape(-1, 2)))
             marked = np.array(truth.get(p.stem, []), np.float64).reshape(-1, 2) / st.factor
             # the marked centres, and every region the detector's own nucleus finder takes for a nucleus
             # (fragments, stroma, off-centre seeds): what the net is asked about at run time
@@ -178,28 +177,37 @@ def crc_set() -> dict:
 
 @dataclass
 class ThresholdImage:
-    """A CRC image kept out of training for the threshold: the detector's analysis and every nucleus's crop."""
+    """A CRC image kept out of training for the threshold: the detector's analysis, every nucleus's crop, and the
+    cells the criteria model calls mast on its own."""
 
     half: int
     analysis: object  # mastctl.morphology.Analysis
     crops: np.ndarray  # (nuclei, 3, 40, 40) float16
     epithelial: np.ndarray  # (n, 2) marked epithelial centres, image pixels
+    criteria_mast: frozenset  # (x, y) of the cells the criteria model alone calls mast
 
 
-def added_by_the_net(net: MastNet, images: list[ThresholdImage], threshold: float) -> tuple[float, float]:
+def threshold_image(half: int, a, epithelial: np.ndarray) -> ThresholdImage:
+    from mastctl.morphology import classify, default_model
+
+    st = a.stained
+    return ThresholdImage(half, a, stain_crops(stain_input(st), st.mpp, a.nuclei.xy).astype(np.float16), epithelial,
+                          frozenset((c.x, c.y) for c in classify(a, default_model()) if c.is_mast_cell))
+
+
+def added_by_the_net(images: list[ThresholdImage], logits: list[np.ndarray], threshold: float) -> tuple[float, float]:
     """The shares of the images' cells, and of their marked epithelial nuclei, that the default detector calls mast
-    with ``net`` at ``threshold`` and would not call mast without it (the criteria model's own calls left out)."""
+    with a net of these ``logits`` (one array per image, unshifted) at ``threshold`` and would not call mast without
+    it (the criteria model's own calls left out)."""
     from mastctl.metrics import match
     from mastctl.morphology import classify, default_model
 
     model, shift = default_model(), float(np.log(threshold / (1 - threshold)))
     added = cells_seen = epithelial_added = marked = 0
-    for im in images:
-        logits = net.logits(im.crops.astype(np.float32)) - shift
-        both = classify(im.analysis, model, p_net=1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30))))
-        alone = {(c.x, c.y) for c in classify(im.analysis, model) if c.is_mast_cell}
+    for im, z in zip(images, logits, strict=True):
+        both = classify(im.analysis, model, p_net=1.0 / (1.0 + np.exp(-np.clip(z - shift, -30, 30))))
         xy = np.array([(c.x, c.y) for c in both]).reshape(-1, 2)
-        new = np.array([c.is_mast_cell and (c.x, c.y) not in alone for c in both], bool)
+        new = np.array([c.is_mast_cell and (c.x, c.y) not in im.criteria_mast for c in both], bool)
         added, cells_seen = added + int(new.sum()), cells_seen + len(both)
         epithelial_added += sum(int(new[i]) for i, _ in match(xy, im.epithelial, 6.0).pairs)
         marked += len(im.epithelial)
@@ -372,7 +380,7 @@ def main() -> int:
         rows = usable & ~crc["inner"]
         print(f"{out.name}: training{'' if left_out is None else f' (CRC half {left_out} left out)'}", flush=True)
         sources = [(syn["X"], syn["y"]), (mct["X"], mct["y"]), (crc["X"][rows], crc["y"][rows])]
-        mix = [float(v) for v in a.mix.split(",")][:4]
+        mix = [float(v) for v in a.mix.split(",")]
         if len(other_train):
             sources.append((other_train, np.zeros(len(other_train), np.int8)))
         mix = mix[:len(sources)]
@@ -380,8 +388,9 @@ def main() -> int:
         net = export(torch_net, {})
         p_other = net.probability(centre(other["X"][other["choose"]])) if other["choose"].any() else np.zeros(0)
         held_images = [im for im in crc["held_images"] if left_out is None or im.half != left_out]
+        held_logits = [net.logits(im.crops.astype(np.float32)) for im in held_images]  # the shift is 0 until chosen
         for threshold in THRESHOLDS:
-            added, epithelial = added_by_the_net(net, held_images, threshold)
+            added, epithelial = added_by_the_net(held_images, held_logits, threshold)
             if added <= MAX_ADDED and (not len(p_other) or np.mean(p_other >= threshold) <= MAX_CALLED):
                 break
         p_choose = net.probability(centre(choose["X"]))
