@@ -26,7 +26,7 @@ What each data set is for is declared here, before anything is measured:
 - with --real, the CRC nuclei (../shared/data/crc_nuclei, colorectal adenocarcinoma): TRAIN on the
   classified nuclei (epithelial -> other, fibroblast, inflammatory -> lymphocyte, others -> other; a
   found nucleus within 6 px of no marked nucleus -> spurious). ``--two-fold DIR`` also writes two
-  models, each without one CRC half, which bench/real_tissue.py --crc-models scores on the half it left
+  models, each without one CRC half, which bench/real_tissue.py --crc-fold model=... scores on the half it left
   out; the shipped model uses all 50 images, so its own CRC figures are not a measure of transfer.
 
     python bench/calibrate_morphology.py [--tiles 320] [--styles gut] [--real [--two-fold DIR]] [--out PATH]
@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--real", action="store_true", help="also ccMCT tb0/tb1 and the CRC nuclei (../shared/data)")
     parser.add_argument("--two-fold", type=Path, default=None,
                         help="also write DIR/crc-fold0.json and crc-fold1.json, each without that CRC half (for "
-                             "bench/real_tissue.py --crc-models DIR/crc-fold0.json,DIR/crc-fold1.json)")
+                             "bench/real_tissue.py --crc-fold model=DIR/crc-fold0.json,DIR/crc-fold1.json)")
     parser.add_argument("--kind", default="gbm", choices=["gbm", "logistic"])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench",

@@ -90,7 +90,7 @@ def _job(recipe: Recipe, train_idx: list[int], eval_idx: list[int], seed: int, d
     module = N.train([_EXAMPLES[i] for i in train_idx], steps=recipe.steps, width=recipe.width, batch=recipe.batch,
                      seed=seed, device=device)
     fit_s = time.perf_counter() - t0
-    net = N.NucleusNet(module, recipe.width, float(np.median([e.st.mpp for e in _EXAMPLES])), 0.3)
+    net = N.NucleusNet.from_module(module, recipe.width, float(np.median([e.st.mpp for e in _EXAMPLES])), 0.3)
     counts = N.match_counts(net, [_EXAMPLES[i] for i in eval_idx])
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()} if keep_model else None
     return {"counts": counts, "fit_s": fit_s, "state": state}
@@ -193,12 +193,12 @@ def main() -> int:
                 i = N.THRESHOLDS.tolist().index(threshold)
                 entry["test_peak_f1_info_only"] = float(N.f1_by_threshold(slot["final"])[i])
                 work_mpp = float(np.median([examples[i].st.mpp for i in halves[1 - k]]))
-                net = N.NucleusNet(N.build(recipe.width), recipe.width, work_mpp, threshold,
+                state = {name: t.numpy() for name, t in states[(recipe.name, k)].items()}
+                net = N.NucleusNet(state, recipe.width, work_mpp, threshold,
                                    {"recipe": recipe.name, "steps": recipe.steps, "batch": recipe.batch,
                                     "folds": args.inner_folds, "val_f1": round(inner_f1, 4),
                                     "val_radius_um": N.VAL_RADIUS_UM, "train_images": len(halves[1 - k]),
                                     "threshold_chosen_on": f"{args.inner_folds}-fold out-of-fold maps (bench/nuclei_cv.py)"})
-                net.module.load_state_dict(states[(recipe.name, k)])
                 models.append(net.save(args.out / f"{recipe.name}-fold{k}.safetensors"))
             fold[recipe.name] = entry
         ranked = sorted(fold, key=lambda n: -fold[n]["inner_f1"])

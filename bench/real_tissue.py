@@ -21,12 +21,15 @@ Any backend and options:
     python bench/real_tissue.py                              # the default detector
     python bench/real_tissue.py --backend log                # a nucleus baseline (calls nothing mast)
     python bench/real_tissue.py -O mast_threshold=0.5 --choose
-    python bench/real_tissue.py --crc-models f0.json,f1.json # CRC scored two-fold by models fitted on the other half
-    python bench/real_tissue.py --crc-models OUT/crc-fold0.npz,OUT/crc-fold1.npz --crc-option mast_net
+    python bench/real_tissue.py --crc-fold model=f0.json,f1.json   # CRC scored two-fold by models fitted on the other half
+    python bench/real_tissue.py --crc-fold mast_net=OUT/crc-fold0.npz,OUT/crc-fold1.npz \
+        --crc-fold nuclei=DIR/crc-nuclei-fold0.safetensors,DIR/crc-nuclei-fold1.safetensors   # the default's two-fold
 
-With --crc-models (the backend's ``model`` option, e.g. from ``bench/calibrate_morphology.py --crc-half``),
-each CRC half is scored by the model that never saw it; without, the one model scores all 50 images, and
-when that model was fitted on them the CRC line is not a measurement of transfer.
+With --crc-fold OPTION=A,B (repeatable: any backend option that takes a fitted file, e.g. ``model`` from
+``bench/calibrate_morphology.py --crc-half``, ``mast_net`` from ``bench/train_mast_net.py --two-fold``,
+``nuclei`` from ``bench/train_nucleus_net.py --two-fold``), each CRC half is scored by the files that never
+saw it; without, the one detector scores all 50 images, and where its shipped models were fitted on them
+(the default's nucleus finder and mast-cell net are) the CRC line is not a measurement of transfer.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def ccmct(backend: str, options: dict, pattern: str) -> dict:
             "per_crop_mast_fraction": per_crop}
 
 
-def crc(backend: str, options: dict, models: list[str] | None, model_option: str = "model") -> dict:
+def crc(backend: str, options: dict, folds: dict[str, list[str]] | None = None) -> dict:
     folder = DATA / "crc_nuclei"
     if not folder.exists():
         return {"skipped": f"{folder} not found"}
@@ -88,7 +91,8 @@ def crc(backend: str, options: dict, models: list[str] | None, model_option: str
     for r in rows:
         by_image.setdefault(r["image"], {}).setdefault(r["class"], []).append((float(r["x"]), float(r["y"])))
     images, halves = crc_halves(folder)  # fold k scores halves[k], fitted on the other
-    plans = [(halves[k], {**options, model_option: models[k]}) for k in range(2)] if models else [(images, options)]
+    plans = ([(halves[k], {**options, **{o: files[k] for o, files in folds.items()}}) for k in range(2)] if folds
+             else [(images, options)])
     called = {c: 0 for c in CRC_CLASSES}
     counts = {c: 0 for c in CRC_CLASSES}
     cells = mast_cells = tp = fp = fn = 0
@@ -112,7 +116,7 @@ def crc(backend: str, options: dict, models: list[str] | None, model_option: str
                 counts[cls] += len(pts)
                 called[cls] += sum(int(is_mast[a]) for a, _ in mm.pairs)
     precision, recall = tp / max(1, tp + fp), tp / max(1, tp + fn)
-    return {"images": len(images), "protocol": "two-fold (each half scored by a model fitted on the other)" if models
+    return {"images": len(images), "protocol": f"two-fold: each half scored by the {', '.join(folds)} fitted on the other" if folds
             else "one model on all 50 images", "cells": cells, "mast_fraction_all_cells": mast_cells / max(1, cells),
             **{f"mast_fraction_{c}": called[c] / max(1, counts[c]) for c in CRC_CLASSES},
             "nucleus_f1_6px": 2 * precision * recall / max(1e-9, precision + recall), "nucleus_precision": precision,
@@ -136,9 +140,9 @@ def main() -> int:
     ap.add_argument("--backend", default=None, help="detector (default: the profile's default, morphology)")
     ap.add_argument("-O", "--option", action="append", default=[], help="backend option KEY=VALUE (repeatable)")
     ap.add_argument("--choose", action="store_true", help="also the ccMCT tb2 crops (the set to choose on)")
-    ap.add_argument("--crc-models", default="", help="two models fitted without CRC half 0 and half 1: score two-fold")
-    ap.add_argument("--crc-option", default="model", help="the backend option that takes --crc-models (mast_net for "
-                                                            "bench/train_mast_net.py --two-fold)")
+    ap.add_argument("--crc-fold", action="append", default=[], metavar="OPTION=A,B",
+                    help="a backend option's two files, fitted without CRC half 0 and without half 1: score CRC two-fold "
+                         "(repeatable)")
     ap.add_argument("--synthetic-tiles", type=int, default=16, help="tiles per synthetic style (0: skip)")
     ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench")
     ap.add_argument("--json", action="store_true")
@@ -147,9 +151,14 @@ def main() -> int:
     backend = a.backend or Profile().detect.backend
     options = _options(a.option)
     registry.create("detector", backend, Profile(), **options)  # fail early with the registry's message
-    models = [m for m in a.crc_models.split(",") if m]
-    if models and len(models) != 2:
-        ap.error("--crc-models takes two files: fitted on the odd and on the even half")
+    folds = {}
+    for pair in a.crc_fold:
+        option, _, files = pair.partition("=")
+        folds[option.strip()] = [f for f in files.split(",") if f]
+        if len(folds[option.strip()]) != 2:
+            ap.error(f"--crc-fold {pair}: give OPTION=A,B, the files fitted without CRC half 0 and without half 1")
+    for k in range(2 if folds else 0):
+        registry.create("detector", backend, Profile(), **{**options, **{o: f[k] for o, f in folds.items()}})
     t0 = time.perf_counter()
     out: dict = {"backend": backend, "options": options}
     out["ccmct_vb0_report"] = r = ccmct(backend, options, "vb0_*.png")
@@ -163,7 +172,7 @@ def main() -> int:
         out["ccmct_tb2_choose"] = r = ccmct(backend, options, "tb2_*.png")
         if "skipped" not in r:
             print(f"ccMCT tb2 (choose)           mast fraction {r['mast_fraction']:.3f} of {r['cells']} cells")
-    out["crc"] = r = crc(backend, options, models, a.crc_option)
+    out["crc"] = r = crc(backend, options, folds)
     if "skipped" in r:
         print(f"CRC                          skipped: {r['skipped']}")
     else:

@@ -27,8 +27,9 @@ CASES = {
     "calibrate_morphology": ["--tiles", "2", "--size", "128", "--out", "{tmp}/model.json"],
     "train_mast_net": ["--tiles-scale", "0.02", "--steps", "5", "--out", "{tmp}/net.npz"],
     "real_tissue": ["--synthetic-tiles", "1"],
+    "train_nucleus_net": ["--steps", "3", "--out", "{tmp}/nuclei.safetensors"],
 }
-NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue"}
+NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

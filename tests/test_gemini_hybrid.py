@@ -163,7 +163,7 @@ def test_examples_are_retrieved_by_image_and_sent_as_labelled_crops(gemini_env, 
     assert sum("inlineData" in p for p in parts) == 5  # 4 example crops + the tile
     texts = [p["text"] for p in parts if "text" in p]
     assert sum(t.startswith("<<<EXAMPLE") for t in texts) == 4
-    crop = base64.b64decode(parts[2]["inlineData"]["data"])
+    crop = base64.urlsafe_b64decode(parts[2]["inlineData"]["data"])  # google-genai sends bytes URL-safe
     assert crop.startswith(b"\x89PNG")
 
 

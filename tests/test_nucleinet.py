@@ -20,19 +20,6 @@ pytest.importorskip("safetensors")
 from mastctl.morphology import nucleinet as N  # noqa: E402
 
 
-def test_proposals_seed_the_watershed_and_rescue_pale_nuclei():
-    mpp = 0.5
-    dark = [(40.0, 40.0), (100.0, 40.0)]
-    pale = [(40.0, 110.0), (100.0, 110.0)]  # too faint for the hematoxylin threshold
-    image = np.minimum(disc_image(dark, 6.0, size=160), disc_image(pale, 6.0, size=160, h_conc=0.12))
-    st = stain.separate(image, mpp)
-    assert len(match(segment.segment(st).xy, pale, 3.0).pairs) == 0  # the built-in seeds miss them
-    centres = np.array(dark + pale)
-    proximity = N.target_map(st.h.shape, centres, N.RADIUS_UM / mpp)
-    nuc = segment.segment(st, proposals=(proximity, centres))
-    assert nuc.count == 4 and len(match(nuc.xy, centres, 3.0).pairs) == 4
-
-
 @pytest.fixture(scope="module")
 def tiles():
     return [synth.render_tile([77, i], synth.SynthOptions(size=256, mpp=0.5)) for i in range(4)]
@@ -70,9 +57,8 @@ def test_model_file_round_trip_without_pickle(tmp_path, tiles):
         N.NucleusNet.load(tmp_path / "junk.safetensors")
     with pytest.raises(InputError, match="no such nucleus model"):
         N.NucleusNet.load(tmp_path / "missing.safetensors")
-    coarse = stain.separate(np.ascontiguousarray(tiles[1].he[::2, ::2]), 1.0)
-    with pytest.raises(InputError, match="fitted at 0.50 um/px"):
-        again.proximity(coarse)
+    coarse = stain.separate(np.ascontiguousarray(tiles[1].he[::2, ::2]), 1.0)  # resampled to the net's scale and back
+    assert again.proximity(coarse).shape == coarse.h.shape
 
 
 def test_finetune_nuclei_then_detect_with_it(cli, tmp_path, tiles):
@@ -94,34 +80,49 @@ def test_finetune_nuclei_then_detect_with_it(cli, tmp_path, tiles):
     assert r.exit_code != 0 and "no such nucleus model" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_every_region_of_a_learned_finder_is_reported():
-    image = disc_image([(40.0, 40.0), (100.0, 40.0), (40.0, 110.0)], 6.0, size=160)
-    st = stain.separate(image, 0.5)
-
-    class Perfect:
-        work_mpp, peak_threshold = 0.5, 0.3
-
-        def proximity(self, st):
-            return N.target_map(st.h.shape, np.array([(40.0, 40.0), (100.0, 40.0), (40.0, 110.0)]), N.RADIUS_UM / 0.5)
-
-        def peaks(self, prox, mpp):
-            return N.find_peaks(prox, mpp, 0.3)
-
-    from mastctl.morphology import classify, default_model
-
-    a = analyse(image, 0.5, nuclei_net=Perfect())
-    assert a.every_region_is_a_cell and a.nuclei.count == 3
-    assert len(classify(a, default_model())) == 3  # bare discs look like no cell to the classifier; kept anyway
-
-
-def test_without_torch_the_finder_says_what_to_install(cli, monkeypatch, tmp_path):
+def test_without_torch_a_fitted_finder_still_runs_and_fitting_says_what_to_install(cli, monkeypatch, tmp_path, tiles):
     import sys
 
+    net = N.fit(_examples(tiles[:1]), steps=3, width=4)
+    path = net.save(tmp_path / "n.safetensors")
+    st = stain.separate(tiles[1].he, 0.5)
+    expected = net.proximity(st)
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
-    (tmp_path / "n.safetensors").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    assert np.allclose(N.NucleusNet.load(path).proximity(st), expected, atol=1e-5)  # numpy reads and runs it
     example = Path(__file__).resolve().parents[1] / "examples" / "synth_s9_0000_he.png"
-    r = cli("detect", example, "-O", f"nuclei={tmp_path / 'n.safetensors'}")
+    r = cli("detect", example, "-O", f"nuclei={path}", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    synth.write_tile(tiles[0], tmp_path / "train", "t0")
+    r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "-o", tmp_path / "m.safetensors")
     assert r.exit_code != 0 and "pip install 'mastctl[nuclei]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_numpy_and_torch_maps_agree_and_flips_average_the_four(tiles, monkeypatch):
+    net = N.fit(_examples(tiles[:1]), steps=5, width=4)
+    st = stain.separate(tiles[2].he[:250, :230], 0.5)  # sides that are not multiples of 4
+    fast = net.proximity(st)
+    monkeypatch.setenv("MASTCTL_NUMPY_NET", "1")
+    assert fast.shape == st.h.shape and np.abs(net.proximity(st) - fast).max() < 1e-5
+    net.flips = True
+    flipped = net.proximity(st)
+    x = N.stain_input(st)
+    x = np.pad(x, ((0, 0), (0, 2), (0, 2)), mode="reflect")
+    by_hand = sum(np.flip(net._forward(np.ascontiguousarray(np.flip(x, ax))), tuple(a - 1 for a in ax))
+                  for ax in ((), (1,), (2,), (1, 2))) / 4
+    assert np.abs(flipped - by_hand[:250, :230]).max() < 1e-6 and np.abs(flipped - fast).max() > 1e-4
+
+
+def test_our_safetensors_bytes_are_what_the_package_reads_and_writes(tmp_path):
+    from safetensors.numpy import load, save
+
+    arrays = {"a.weight": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "n": np.array([7, 8], np.int64)}
+    ours = N.safetensors_bytes(arrays, {"mastctl": "{}"})
+    back = load(ours)
+    assert set(back) == set(arrays) and all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    (tmp_path / "p.safetensors").write_bytes(save(arrays, metadata={"k": "v"}))
+    meta, read = N.read_safetensors(tmp_path / "p.safetensors")
+    assert meta == {"k": "v"} and all(np.array_equal(read[k], arrays[k]) for k in arrays)
 
 
 @pytest.mark.slow

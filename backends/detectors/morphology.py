@@ -1,8 +1,10 @@
 """`morphology`: the default detector — offline, CPU, no downloaded weights.
 
 Stain separation with the image's own H&E vectors (Macenko; standard vectors on
-near-empty tissue), nuclei from the hematoxylin channel split by seeded
-watershed, criteria features per nucleus (see mastctl/morphology/features.py),
+near-empty tissue), nuclei found by a small learned finder fitted on real
+colorectal nuclei (``nuclei``; ``-O nuclei=none``: the seeds alone), regions
+from the hematoxylin channel split by seeded watershed, criteria features per
+region (see mastctl/morphology/measure.py),
 and a calibrated per-nucleus classifier: the built-in criteria model, or one
 fitted to your annotations with `mastctl finetune morphology` and passed as
 ``--option model=model.json`` (or ``backend_options.morphology.model``), with a
@@ -40,11 +42,11 @@ class MorphologyDetector:
         normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
-        nuclei: str | None = Field(None, description="Nucleus model from `mastctl finetune nuclei` (safetensors; needs torch): finds the nuclei instead of the built-in seeds.")
+        nuclei: str | None = Field("builtin", description="The nucleus finder: 'builtin' (the shipped learned finder, fitted on real colorectal nuclei; README), a model from `mastctl finetune nuclei` (safetensors), or 'none' (-O nuclei=none; null in a profile): the stain threshold and seeds alone (faster; they miss pale, crowded tumour nuclei).")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's; the mast-cell net's own decision point is moved onto it); higher = fewer, surer cells.")
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
 
-        @field_validator("mast_net")
+        @field_validator("mast_net", "nuclei")
         @classmethod
         def _none_is_off(cls, value: str | None) -> str | None:
             return None if value is None or value.strip().lower() in ("none", "off", "") else value
@@ -66,7 +68,11 @@ class MorphologyDetector:
 
             self.mast_net = MastNet.load(choice)
         self.nuclei_net = None
-        if self.options.nuclei:
+        if self.options.nuclei == "builtin":
+            from mastctl.morphology.nucleinet import default_net as default_nuclei
+
+            self.nuclei_net = default_nuclei()
+        elif self.options.nuclei is not None:
             from mastctl.morphology.nucleinet import NucleusNet
 
             self.nuclei_net = NucleusNet.load(self.options.nuclei)
@@ -90,7 +96,11 @@ class MorphologyDetector:
             net = self.options.mast_net
             parts.append(f"mast net {Path(net).name} sha256:{model_digest(net)}" if net != "builtin"
                          else f"mast net built-in {DEFAULT_NET} sha256:{model_digest(None, DEFAULT_NET)}")
-        if self.options.nuclei:
+        if self.options.nuclei == "builtin":
+            from mastctl.morphology.nucleinet import DEFAULT_NET as DEFAULT_NUCLEI
+
+            parts.append(f"nuclei built-in {DEFAULT_NUCLEI} sha256:{model_digest(None, DEFAULT_NUCLEI)}")
+        elif self.options.nuclei:
             parts.append(f"nuclei {Path(self.options.nuclei).name} sha256:{model_digest(self.options.nuclei)}")
         return "; ".join(parts)
 
@@ -123,13 +133,15 @@ class MorphologyDetector:
         t1 = time.perf_counter()
         p_net = None
         if self.mast_net is not None and len(analysis.X):
-            from mastctl.morphology.mastnet import stain_crops
+            from mastctl.morphology.mastnet import crop_source
             from mastctl.morphology.nucleinet import stain_input
 
-            st, net = analysis.stained, self.mast_net
+            st, net, source = analysis.stained, self.mast_net, []
 
-            def p_net(ask):
-                return net.probability(stain_crops(stain_input(st), st.mpp, analysis.nuclei.xy[ask]))
+            def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions
+                if not source:  # the stain maps resampled and padded once, for both calls of classify
+                    source.append(crop_source(stain_input(st), st.mpp))
+                return net.probability(source[0](xy))
         cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})

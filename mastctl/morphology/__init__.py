@@ -9,7 +9,7 @@ and for the built-in model (``bench/calibrate_morphology.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +27,7 @@ NEIGHBOUR_UM = 30.0  # the law of neighbourhood: how far an explicit mast cell v
 # never look like to the criteria (ccMCT tb2: 2 of the net's 241 cells).
 NET_DEFERS_TO = {"plasma_cell": 0.8}
 LABEL_RADIUS_UM = 3.5  # a detected nucleus takes the class of a true cell this close
+FOUND_RADIUS_UM = 3.5  # a learned finder's nucleus takes the class of a classified nucleus this close
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Analysis:
     stained: stain.Stained
     nuclei: segment.Nuclei
     X: np.ndarray  # features, one row per nucleus
-    every_region_is_a_cell: bool = False  # nuclei from a learned finder: never dropped as "no cell"
+    found: np.ndarray | None = None  # (n, 2) nucleus centres of a learned finder, working pixels: where the cells are
+    found_score: np.ndarray | None = None  # the finder's proximity map at each of them (0-1)
 
     @property
     def xy(self) -> np.ndarray:
@@ -48,20 +50,24 @@ def analyse(pixels: np.ndarray, mpp: float, normalize: bool = False, vectors=Non
 
     ``vectors`` and ``threshold`` fix the stain vectors and the nucleus threshold (a whole slide
     calibrates them once, so every tile is cut the same way); by default each image estimates its own.
-    ``nuclei_net`` (a :class:`~mastctl.morphology.nucleinet.NucleusNet`) finds the nuclei instead of
-    the built-in seeds.
+    ``nuclei_net`` (a :class:`~mastctl.morphology.nucleinet.NucleusNet`) says where the nuclei are
+    (``found``); the seeded regions are still cut and measured, for the classifiers, which were fitted on
+    them (``classify`` puts their classes on the finder's nuclei).
     """
     if normalize:
         from mastctl.stains import normalize as restain
 
         pixels = restain(pixels)
     st = stain.separate(pixels, mpp, vectors)
-    proposals = None
+    found = score = None
     if nuclei_net is not None:
         proximity = nuclei_net.proximity(st)
-        proposals = (proximity, nuclei_net.peaks(proximity, st.mpp))
-    nuc = segment.segment(st, threshold=threshold, proposals=proposals)
-    return Analysis(st, nuc, measure.features(st, nuc), every_region_is_a_cell=nuclei_net is not None)
+        found = nuclei_net.peaks(proximity, st.mpp)
+        rows = np.clip(found[:, 1].astype(int), 0, proximity.shape[0] - 1)
+        cols = np.clip(found[:, 0].astype(int), 0, proximity.shape[1] - 1)
+        score = np.clip(proximity[rows, cols], 0.0, 1.0)
+    nuc = segment.segment(st, threshold=threshold)
+    return Analysis(st, nuc, measure.features(st, nuc), found, score)
 
 
 def default_model() -> Model:
@@ -85,12 +91,14 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     a mast cell when either expert is sure of it: the criteria model knows the renderer's explicit and implicit
     cells, the net knows real ones (README). The model still splits a mast cell into explicit and
     implicit, names the look-alike of the rest, and says whether a region is a cell at all.
+
+    With a learned nucleus finder (``analysis.found``) the cells are its nuclei (:func:`placed_by_the_finder`).
     """
     from scipy.spatial import cKDTree
 
     P = model.predict_proba(model.select(analysis.X, measure.FEATURE_NAMES))
     if len(P) == 0:
-        return []
+        return placed_by_the_finder([], analysis) if analysis.found is not None else []
     ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
     xy = analysis.xy
@@ -114,8 +122,6 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     mast, best_other, p_other, is_mast = decide(P)
     # "is this a cell at all" stays the criteria model's: the crop net was taught mast or not, not cell or not
     not_a_cell = ~is_mast & (P[:, isp] > np.maximum(mast, p_other))
-    if analysis.every_region_is_a_cell:
-        not_a_cell = np.zeros(len(P), bool)
     if p_net is not None:
         # asked only where it can change the answer: a cell the criteria model does not call a mast cell
         ask = ~is_mast & ~not_a_cell
@@ -124,7 +130,8 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         ask = np.flatnonzero(ask)
         heard = np.zeros(len(P))
         if len(ask):
-            heard[ask] = net_on_scale(p_net(ask) if callable(p_net) else np.asarray(p_net)[ask], model.mast_threshold)
+            heard[ask] = net_on_scale(p_net(analysis.nuclei.xy[ask]) if callable(p_net) else np.asarray(p_net)[ask],
+                                      model.mast_threshold)
         P = _with_mast_probability(P, np.maximum(mast, heard))
         mast, best_other, p_other, is_mast = decide(P)
     cells: list[Cell] = []
@@ -137,7 +144,57 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
             cells.append(Cell(x, y, "mast_cell", kind, float(min(mast[i], 1.0)), extra))
         else:
             cells.append(Cell(x, y, CLASSES[best_other[i]], None, float(p_other[i]), extra))
-    return merge_lobes(cells, um_per_px)
+    cells = merge_lobes(cells, um_per_px)
+    if analysis.found is None:
+        return cells
+    def on_scale(xy):
+        return net_on_scale(p_net(xy), model.mast_threshold)
+
+    return placed_by_the_finder(cells, analysis, on_scale if callable(p_net) else None, threshold)
+
+
+def placed_by_the_finder(cells: list[Cell], analysis: Analysis, p_net: Callable[[np.ndarray], np.ndarray] | None = None,
+                         mast_threshold: float | None = None, radius_um: float = FOUND_RADIUS_UM) -> list[Cell]:
+    """The cells where a learned nucleus finder found nuclei, each with the class of the classified nucleus under it.
+
+    The finder (trained on real nuclei) says where the nuclei are; the classifiers, fitted on the seeded regions,
+    say what each is. Each found nucleus takes the class of the classified cell nearest it (within ``radius_um``,
+    one to one) and is reported at the finder's centre. A classified cell the finder did not find is dropped
+    (fragments, stroma) unless it is a mast cell: no mast call is lost. A found nucleus with no cell is a nucleus
+    the stain threshold missed (pale, crowded tumour nuclei; the classifiers never saw such regions), unless it
+    lies within ``radius_um`` of a cell already placed (a second peak in one nucleus, an eosinophil's other
+    lobe): ``p_net`` (the crop net's P(mast) of working-pixel positions, on the scale of ``mast_threshold``), if
+    given, is asked about it, and where it reaches ``mast_threshold`` (None: 0.5) it is a mast cell of unknown
+    kind; otherwise it is ``other``, with the finder's own score as its confidence. Two found nuclei in one
+    seeded region are two cells (the seeds merge touching nuclei), and a region the criteria model judged no cell
+    does not hide a found nucleus: on the CRC halves either rule cost nucleus F1 (0.003 and 0.03).
+    """
+    from mastctl.metrics import match
+
+    factor, um_per_px = analysis.stained.factor, analysis.stained.mpp / analysis.stained.factor
+    found = np.asarray(analysis.found, np.float64).reshape(-1, 2) * factor
+    score = analysis.found_score if analysis.found_score is not None else np.ones(len(found))
+    xy = np.array([(c.x, c.y) for c in cells], np.float64).reshape(-1, 2)
+    m = match(found, xy, radius_um / um_per_px)
+    out = [replace(cells[j], x=float(found[i, 0]), y=float(found[i, 1])) for i, j in m.pairs]
+    out += [cells[j] for j in m.unmatched_true if cells[j].is_mast_cell]
+    alone = np.array(sorted(m.unmatched_pred), np.int64)
+    if len(alone) and out:
+        from scipy.spatial import cKDTree
+
+        near = cKDTree(np.array([(c.x, c.y) for c in out])).query(found[alone], k=1)[0] * um_per_px <= radius_um
+        alone = alone[~near]
+    p_mast = np.zeros(len(alone))
+    if p_net is not None and len(alone):
+        p_mast = np.asarray(p_net(found[alone] / factor), np.float64)
+    t = mast_threshold if mast_threshold is not None else 0.5
+    for i, p in zip(alone, p_mast, strict=True):
+        x, y = float(found[i, 0]), float(found[i, 1])
+        if p >= t:
+            out.append(Cell(x, y, "mast_cell", None, float(p), {"p_explicit": float(p) / 2, "p_implicit": float(p) / 2}))
+        else:
+            out.append(Cell(x, y, "other", None, float(score[i]), {"p_explicit": 0.0, "p_implicit": 0.0}))
+    return out
 
 
 def net_on_scale(p_net: np.ndarray, threshold: float | None) -> np.ndarray:

@@ -36,7 +36,9 @@ def _torch_available() -> bool:
 
     if os.environ.get("MASTCTL_NUMPY_NET"):  # force the numpy path (tests compare the two)
         return False
-    return "torch" in sys.modules or importlib.util.find_spec("torch") is not None
+    if "torch" in sys.modules:  # imported already, or blocked (None: a test's stand-in for "not installed")
+        return sys.modules["torch"] is not None
+    return importlib.util.find_spec("torch") is not None
 
 
 @dataclass
@@ -60,9 +62,11 @@ class MastNet:
         for these few channels), about seven times faster than numpy, which runs otherwise. The two
         agree to float rounding (a test holds them to 1e-4).
         """
+        import sys
+
         forward = self._forward
-        if len(crops) >= TORCH_FROM and _torch_available():
-            forward = self._forward_torch
+        if (len(crops) >= TORCH_FROM or sys.modules.get("torch") is not None) and _torch_available():
+            forward = self._forward_torch  # (torch already imported, by the nucleus finder say: no import to repay)
         out = [forward(crops[i:i + batch]) for i in range(0, len(crops), batch)]
         return np.concatenate(out) - self.logit_shift if out else np.zeros(0, np.float32)
 
@@ -192,15 +196,25 @@ def linear_zoom(maps: np.ndarray, zoom: float) -> np.ndarray:
 
 def stain_crops(stain_maps: np.ndarray, mpp: float, xy: np.ndarray, size: int = CROP_PX) -> np.ndarray:
     """(N, 3, size, size) crops at 0.5 um/px centred on ``xy`` (pixels of ``stain_maps``, (3, H, W) at ``mpp``)."""
+    return crop_source(stain_maps, mpp, size)(xy)
+
+
+def crop_source(stain_maps: np.ndarray, mpp: float, size: int = CROP_PX):
+    """A function from ``xy`` (pixels of ``stain_maps``) to their crops, as :func:`stain_crops` cuts them: the maps are
+    resampled to 0.5 um/px and padded once, for every call."""
     zoom = float(mpp) / CROP_MPP
     maps = stain_maps.astype(np.float32)
     if abs(zoom - 1.0) > 0.02:
         maps = linear_zoom(maps, zoom)
-    pts = np.asarray(xy, np.float64).reshape(-1, 2) * zoom
     half = size // 2
     padded = np.pad(maps, ((0, 0), (half + 1, half + 1), (half + 1, half + 1)))
-    cx = np.clip(np.round(pts[:, 0]).astype(np.int64), 0, maps.shape[2]) + 1  # top-left corner in padded pixels
-    cy = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, maps.shape[1]) + 1
     offsets = np.arange(size)
-    rows, cols = cy[:, None] + offsets, cx[:, None] + offsets  # (N, size) each
-    return np.ascontiguousarray(padded[:, rows[:, :, None], cols[:, None, :]].transpose(1, 0, 2, 3))
+
+    def cut(xy: np.ndarray) -> np.ndarray:
+        pts = np.asarray(xy, np.float64).reshape(-1, 2) * zoom
+        cx = np.clip(np.round(pts[:, 0]).astype(np.int64), 0, maps.shape[2]) + 1  # top-left corner in padded pixels
+        cy = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, maps.shape[1]) + 1
+        rows, cols = cy[:, None] + offsets, cx[:, None] + offsets  # (N, size) each
+        return np.ascontiguousarray(padded[:, rows[:, :, None], cols[:, None, :]].transpose(1, 0, 2, 3))
+
+    return cut

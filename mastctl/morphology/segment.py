@@ -1,8 +1,7 @@
 """Nuclei from the hematoxylin channel: an adaptive threshold, seeds, and a seeded watershed.
 
 Seeds and the watershed's split lines use a 2x coarser copy (~1 um/px);
-nucleus outlines keep the working scale. A learned nucleus finder can give
-the seeds instead (``proposals``).
+nucleus outlines keep the working scale.
 """
 
 from __future__ import annotations
@@ -20,13 +19,10 @@ class Nuclei:
     xy: np.ndarray  # (count, 2) centroids in working pixels (continuous coordinates)
 
 
-def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = None, scale: float = 1.0,
-            proposals: tuple[np.ndarray, np.ndarray] | None = None) -> Nuclei:
+def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = None, scale: float = 1.0) -> Nuclei:
     """Nuclei: smoothed hematoxylin above an adaptive threshold, split by seeded watershed.
 
     ``scale`` stretches the seed detector for larger objects (e.g. 1.6 for whole DAB-filled cells).
-    ``proposals`` = (proximity map, centres) of a learned nucleus finder: its centres are the
-    seeds and its map widens the mask (pale nuclei under the threshold still get a region).
     """
     from scipy import ndimage as ndi
     from skimage.segmentation import watershed
@@ -36,34 +32,26 @@ def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = No
     if threshold is None:
         threshold = adaptive_threshold(hs)
     mask = _open_cross(hs > threshold)
-    if proposals is not None:
-        mask |= proposals[0] > 0.1
     # Seeds and the watershed run on a half-resolution copy (nuclei are still 5+ pixels wide
     # there; 4x less work): difference of Gaussians at nucleus scale, local maxima at least
     # ~3 um apart. The split lines between touching nuclei are then drawn at half resolution;
     # every outline stays the full-resolution mask's.
     half = pool2(hs)
     half_mask = pool2(mask, "max")
-    if proposals is not None:
-        centre = np.asarray(proposals[1], float).reshape(-1, 2) / 2  # (x, y) in half-resolution pixels
-    else:
-        hpx = px / 2
-        blob = ndi.gaussian_filter(half, 1.2 * scale * hpx, truncate=3.0) - ndi.gaussian_filter(half, 3.0 * scale * hpx, truncate=3.0)
-        footprint = max(3, int(round(3.0 * scale * hpx)) | 1)
-        peak_mask = (blob == ndi.maximum_filter(blob, size=footprint)) & (blob > 0.01)
-        plateau, n_peaks = ndi.label(peak_mask, structure=np.ones((3, 3)))  # flat tops give one seed each
-        centre = centroids(plateau, n_peaks)  # (x, y) + 0.5 in half-resolution pixels
+    hpx = px / 2
+    blob = ndi.gaussian_filter(half, 1.2 * scale * hpx, truncate=3.0) - ndi.gaussian_filter(half, 3.0 * scale * hpx, truncate=3.0)
+    footprint = max(3, int(round(3.0 * scale * hpx)) | 1)
+    peak_mask = (blob == ndi.maximum_filter(blob, size=footprint)) & (blob > 0.01)
+    plateau, n_peaks = ndi.label(peak_mask, structure=np.ones((3, 3)))  # flat tops give one seed each
+    centre = centroids(plateau, n_peaks)  # (x, y) + 0.5 in half-resolution pixels
     markers = np.zeros(half.shape, np.int32)
-    seeds = np.zeros((0, 2))
+    n_seeds = 0
     if len(centre):
         rr = np.clip(centre[:, 1].astype(int), 0, half.shape[0] - 1)
         cc = np.clip(centre[:, 0].astype(int), 0, half.shape[1] - 1)
-        if proposals is not None:  # a learned centre is a nucleus even where the stain is faint
-            half_mask[rr, cc] = True
-            mask[2 * rr, 2 * cc] = True
         keep = half_mask[rr, cc]
-        markers[rr[keep], cc[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        seeds = centre[keep] * 2
+        n_seeds = int(keep.sum())
+        markers[rr[keep], cc[keep]] = np.arange(1, n_seeds + 1, dtype=np.int32)
     half_labels = watershed(-half, markers, mask=half_mask).astype(np.int32)
     labels = np.zeros(hs.shape, np.int32)
     h2, w2 = half_labels.shape
@@ -75,17 +63,15 @@ def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = No
     if hs.shape[1] > 2 * w2:
         labels[:, -1] = labels[:, -2]
     labels *= mask
-    sizes = np.bincount(labels.ravel(), minlength=len(seeds) + 1)
-    # Drop fragments too small to be nuclei (a learned centre keeps whatever region it has), renumber.
-    keep = sizes >= min_area_um2 * px * px if proposals is None else sizes > 0
+    sizes = np.bincount(labels.ravel(), minlength=n_seeds + 1)
+    # Drop fragments too small to be nuclei, renumber.
+    keep = sizes >= min_area_um2 * px * px
     keep[0] = False
     lut = np.zeros(len(keep), np.int32)
     count = int(keep.sum())
     lut[keep] = np.arange(1, count + 1, dtype=np.int32)
     labels = lut[labels]
-    # A learned finder's centre is its best guess of the nucleus's centre; otherwise the region's centroid.
-    xy = centroids(labels, count) if proposals is None else seeds[keep[1:]]
-    return Nuclei(labels, count, xy)
+    return Nuclei(labels, count, centroids(labels, count))
 
 
 def smooth(a: np.ndarray, sigma_px: float) -> np.ndarray:

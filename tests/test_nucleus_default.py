@@ -1,0 +1,126 @@
+"""The shipped nucleus finder is the default, runs with numpy alone, and works at any scale the detector takes."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from mastctl import synth
+from mastctl.metrics import match
+from mastctl.morphology import nucleinet, stain
+
+
+@pytest.fixture(scope="module")
+def tile():
+    return synth.render_tile([4242, 0], synth.SynthOptions(size=384, mpp=0.5))
+
+
+def _scores(found, truth, radius_px):
+    hits = len(match(found, truth, radius_px).pairs)
+    return hits / max(1, len(found)), hits / max(1, len(truth))
+
+
+@pytest.mark.parametrize("mpp", [0.5, 0.25, 0.36])  # 0.25: averaged to 0.5 um/px first; 0.36: the net resamples
+def test_the_shipped_finder_needs_only_numpy_and_finds_the_nuclei_at_any_scale(tile, mpp, monkeypatch):
+    from scipy import ndimage as ndi
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a laptop without torch
+    net = nucleinet.default_net()
+    assert not net.flips and net.width == 8 and "CRCHistoPhenotypes" in net.info["trained_on"]
+    zoom = 0.5 / mpp
+    pixels = tile.he if mpp == 0.5 else np.clip(ndi.zoom(tile.he.astype(np.float32), (zoom, zoom, 1), order=1), 0, 255).astype(np.uint8)
+    st = stain.separate(pixels, mpp)
+    assert (st.mpp != 0.36) == (mpp != 0.36)
+    prox = net.proximity(st)
+    assert prox.shape == st.h.shape
+    truth = np.array([(c.x, c.y) for c in tile.cells]) * zoom
+    precision, recall = _scores(net.peaks(prox, st.mpp) * st.factor, truth, 3.0 / mpp)
+    assert precision > 0.7 and recall > 0.7, (precision, recall)
+
+
+def test_the_default_detector_uses_it_and_none_turns_it_off():
+    from mastctl.backends.detectors.morphology import MorphologyDetector
+
+    default = MorphologyDetector()
+    assert default.options.nuclei == "builtin" and default.nuclei_net is not None
+    assert f"nuclei built-in {nucleinet.DEFAULT_NET} sha256:" in default.model_id
+    off = MorphologyDetector(MorphologyDetector.Options(nuclei="none"))
+    assert off.nuclei_net is None and "nuclei" not in off.model_id
+    assert MorphologyDetector.Options(nuclei=None).nuclei is None  # null in a profile
+
+
+def test_a_damaged_model_file_is_one_clear_error(tmp_path):
+    from mastctl.errors import InputError
+
+    net = nucleinet.default_net()
+    state = {k: v for k, v in net.state.items() if not k.startswith("d1.")}
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(nucleinet.safetensors_bytes(state, {"mastctl": __import__("json").dumps(net.header())}))
+    with pytest.raises(InputError, match="damaged nucleus model"):
+        nucleinet.NucleusNet.load(path)
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(InputError, match="not a readable nucleus model"):
+        nucleinet.NucleusNet.load(path)
+
+
+def test_the_finder_places_the_cells_and_the_classifiers_name_them():
+    from mastctl.cells import Cell
+    from mastctl.morphology import Analysis, placed_by_the_finder, segment
+
+    st = stain.separate(np.full((64, 64, 3), 230, np.uint8), 0.5)  # working scale 0.5 um/px: 3.5 um = 7 px
+    cells = [Cell(10, 10, "mast_cell", "explicit", 0.9), Cell(50, 50, "lymphocyte", None, 0.8),
+             Cell(90, 90, "mast_cell", "implicit", 0.7), Cell(130, 130, "fibroblast", None, 0.6)]
+    found = np.array([(11.0, 10.0), (51.0, 49.0), (200.0, 200.0), (10.0, 14.0)])
+    a = Analysis(st, segment.Nuclei(np.zeros((64, 64), np.int32), 0, np.zeros((0, 2))), np.zeros((0, 1)),
+                 found=found, found_score=np.array([0.9, 0.8, 0.45, 0.6]))
+    out = {(c.x, c.y): c for c in placed_by_the_finder(cells, a)}
+    assert set(out) == {(11.0, 10.0), (51.0, 49.0), (90, 90), (200.0, 200.0)}
+    assert (out[11.0, 10.0].label, out[11.0, 10.0].kind, out[11.0, 10.0].confidence) == ("mast_cell", "explicit", 0.9)
+    assert out[51.0, 49.0].label == "lymphocyte"  # moved onto the finder's centre, class kept
+    assert out[90, 90].kind == "implicit"  # a mast call the finder did not see is kept
+    assert (out[200.0, 200.0].label, out[200.0, 200.0].confidence) == ("other", 0.45)  # a nucleus only the finder saw
+    # (10, 14) is a second peak 4 px from a placed cell: no new cell; the unfound fibroblast is dropped
+
+
+def test_pale_nuclei_the_stain_threshold_misses_are_cells_with_the_finder():
+    from mastctl.morphology import analyse, classify, default_model
+    from tests.test_morphology import disc_image
+
+    dark, pale = [(40.0, 40.0), (100.0, 40.0)], [(40.0, 110.0), (100.0, 110.0)]
+    image = np.minimum(disc_image(dark, 6.0, size=160), disc_image(pale, 6.0, size=160, h_conc=0.12))
+
+    class Perfect:  # a finder that sees all four
+        def proximity(self, st):
+            return nucleinet.target_map(st.h.shape, np.array(dark + pale), nucleinet.RADIUS_UM / 0.5)
+
+        def peaks(self, prox, mpp):
+            return nucleinet.find_peaks(prox, mpp, 0.3)
+
+    seeded = analyse(image, 0.5)
+    assert len(match(seeded.xy, pale, 3.0).pairs) == 0  # the built-in seeds miss the pale ones
+    cells = classify(analyse(image, 0.5, nuclei_net=Perfect()), default_model())
+    xy = np.array([(c.x, c.y) for c in cells])
+    assert len(cells) == 4 and len(match(xy, dark + pale, 2.0).pairs) == 4
+    assert all(c.label == "other" for c in cells if min(np.hypot(c.x - px, c.y - py) for px, py in pale) < 2)
+
+
+def test_the_net_is_asked_about_a_nucleus_only_the_finder_saw():
+    from mastctl.cells import Cell
+    from mastctl.morphology import Analysis, placed_by_the_finder, segment
+
+    st = stain.separate(np.full((64, 64, 3), 230, np.uint8), 0.5)
+    a = Analysis(st, segment.Nuclei(np.zeros((64, 64), np.int32), 0, np.zeros((0, 2))), np.zeros((0, 1)),
+                 found=np.array([(11.0, 10.0), (200.0, 200.0), (300.0, 40.0)]), found_score=np.array([0.9, 0.5, 0.5]))
+    asked = []
+
+    def p_net(xy):
+        asked.append(xy.copy())
+        return np.where(xy[:, 0] > 250, 0.2, 0.8)
+
+    out = placed_by_the_finder([Cell(10, 10, "lymphocyte", None, 0.8)], a, p_net, mast_threshold=0.3)
+    assert len(asked) == 1 and np.allclose(asked[0], [(200.0, 200.0), (300.0, 40.0)])  # only about the finder's own
+    by_x = {c.x: c for c in out}
+    assert by_x[11.0].label == "lymphocyte" and by_x[300.0].label == "other"
+    assert (by_x[200.0].label, by_x[200.0].kind, by_x[200.0].confidence) == ("mast_cell", None, 0.8)
