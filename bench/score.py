@@ -189,12 +189,13 @@ def main() -> int:
         else:
             truth = load_truth(CRC / "points.csv", classes=["detection"])
             crc_images = sorted((CRC / "images").glob("*.png"))
-            decode_s, end_to_end_s, megapixels = speed(crc_images, registry.create("detector", args.backend, profile), args.repeat)
+            detector = registry.create("detector", args.backend, profile)
+            decode_s, end_to_end_s, megapixels = speed(crc_images, detector, args.repeat)
             summary["crc_detect_over_decode"] = end_to_end_s / decode_s
             print(f"{'speed, CRC tiles':<34} decode + detect {end_to_end_s:.2f} s / decode {decode_s:.2f} s = "
                   f"{summary['crc_detect_over_decode']:.2f}x ({len(crc_images)} real tiles, {megapixels:.1f} MP, one process)")
             result = compare.compare([CRC / "images"], truth, [args.backend], profile, radius_px=6.0, mode="cells", mpp=0.55)
-            own = getattr(getattr(registry.create("detector", args.backend, profile), "options", None), "nuclei", None) == "builtin"
+            own = getattr(getattr(detector, "options", None), "nuclei", None) == "builtin"
             # the shipped nucleus finder was fitted on these 50 images: only the two-fold line measures transfer
             summary["crc_nuclei"] = line("CRC nuclei (6 px, fitted on them)" if own else "CRC nuclei (6 px)", result.runs[0],
                                          kinds=False)

@@ -136,12 +136,10 @@ class MorphologyDetector:
             from mastctl.morphology.mastnet import crop_source
             from mastctl.morphology.nucleinet import stain_input
 
-            st, net, source = analysis.stained, self.mast_net, []
+            net, crops = self.mast_net, crop_source(stain_input(analysis.stained), analysis.stained.mpp)
 
-            def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions
-                if not source:  # the stain maps resampled and padded once, for both calls of classify
-                    source.append(crop_source(stain_input(st), st.mpp))
-                return net.probability(source[0](xy))
+            def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
+                return net.probability(crops(xy))
         cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})

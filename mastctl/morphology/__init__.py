@@ -147,10 +147,12 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
     cells = merge_lobes(cells, um_per_px)
     if analysis.found is None:
         return cells
-    def on_scale(xy):
-        return net_on_scale(p_net(xy), model.mast_threshold)
+    on_scale = None
+    if callable(p_net):
+        def on_scale(xy):
+            return net_on_scale(p_net(xy), model.mast_threshold)
 
-    return placed_by_the_finder(cells, analysis, on_scale if callable(p_net) else None, threshold)
+    return placed_by_the_finder(cells, analysis, on_scale, threshold)
 
 
 def placed_by_the_finder(cells: list[Cell], analysis: Analysis, p_net: Callable[[np.ndarray], np.ndarray] | None = None,

@@ -65,7 +65,7 @@ class MastNet:
         import sys
 
         forward = self._forward
-        if (len(crops) >= TORCH_FROM or sys.modules.get("torch") is not None) and _torch_available():
+        if (len(crops) >= TORCH_FROM or "torch" in sys.modules) and _torch_available():
             forward = self._forward_torch  # (torch already imported, by the nucleus finder say: no import to repay)
         out = [forward(crops[i:i + batch]) for i in range(0, len(crops), batch)]
         return np.concatenate(out) - self.logit_shift if out else np.zeros(0, np.float32)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mastctl.errors import BackendError, InputError
+from mastctl.morphology.mastnet import _conv3x3_relu, _torch_available, linear_zoom
 from mastctl.morphology.stain import Stained
 
 SCHEMA = "mastctl/nucleus-net@1"
@@ -142,24 +143,17 @@ class NucleusNet:
         h, w = x.shape[1:]
         zoom = st.mpp / self.work_mpp
         if not 1 / MAX_UNSCALED <= zoom <= MAX_UNSCALED:
-            from mastctl.morphology.mastnet import linear_zoom
-
             if min(h, w) * zoom < 8:
                 raise InputError(f"this image is too small for the nucleus model at {self.work_mpp:.2f} um/px")
-            out = self._map(linear_zoom(x, zoom))
-            back = linear_zoom(out[None], 1 / zoom)[0]
-            full = np.zeros((h, w), np.float32)  # the round trip may be a pixel short: the edge repeats
-            hh, ww = min(h, back.shape[0]), min(w, back.shape[1])
-            full[:hh, :ww] = back[:hh, :ww]
-            full[hh:, :ww] = back[hh - 1 : hh, :ww]
-            full[:, ww:] = full[:, ww - 1 : ww]
-            return full
+            back = linear_zoom(self._map(linear_zoom(x, zoom))[None], 1 / zoom)[0][:h, :w]
+            # the round trip may be a pixel short: the edge repeats
+            return np.pad(back, ((0, h - back.shape[0]), (0, w - back.shape[1])), mode="edge")
         return self._map(x)
 
     def _map(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[1:]
         x = np.pad(x, ((0, 0), (0, (-h) % 4), (0, (-w) % 4)), mode="reflect")
-        forward = self._forward_torch if _torch_installed() else self._forward
+        forward = self._forward_torch if _torch_available() else self._forward
         if not self.flips:
             return forward(x)[:h, :w]
         total = np.zeros(x.shape[1:], np.float32)  # the mean over the four flips (a nucleus has no up or left)
@@ -170,8 +164,6 @@ class NucleusNet:
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         """sigmoid(U-Net(x)) of (3, H, W) float32 (H, W multiples of 4), with numpy: NHWC, one image."""
-        from mastctl.morphology.mastnet import _conv3x3_relu
-
         convs = self.folded()
 
         def block(h, i):
@@ -251,12 +243,6 @@ class NucleusNet:
         except KeyError as exc:
             raise InputError(f"{p}: a damaged nucleus model (no {exc} weights)") from None
         return net
-
-
-def _torch_installed() -> bool:
-    from mastctl.morphology.mastnet import _torch_available
-
-    return _torch_available()
 
 
 DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32}
