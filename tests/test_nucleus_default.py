@@ -11,6 +11,8 @@ from mastctl import synth
 from mastctl.metrics import match
 from mastctl.morphology import nucleinet, stain
 
+from conftest import SHARED_DATA as REAL
+
 
 @pytest.fixture(scope="module")
 def tile():
@@ -124,3 +126,55 @@ def test_the_net_is_asked_about_a_nucleus_only_the_finder_saw():
     by_x = {c.x: c for c in out}
     assert by_x[11.0].label == "lymphocyte" and by_x[300.0].label == "other"
     assert (by_x[200.0].label, by_x[200.0].kind, by_x[200.0].confidence) == ("mast_cell", None, 0.8)
+
+
+def test_a_half_believed_cell_in_a_sheet_of_believed_ones_is_a_mast_cell():
+    from mastctl.cells import Cell
+    from mastctl.morphology import SheetRule, net_on_scale, sheet_calls
+
+    t = 0.3  # the criteria model's threshold: the net's 0.5 lands there
+
+    def cell(x, y, p_net, label="other"):
+        return Cell(x, y, label, None, 0.5, {"p_mast_net": float(net_on_scale([p_net], t)[0])})
+
+    # a sheet: one doubtful cell (net 0.15) among six the net half-believes (0.3) -- and a lone doubtful cell far away
+    ring = [cell(20 + 10 * np.cos(a), 20 + 10 * np.sin(a), 0.3) for a in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
+    cells = [cell(20, 20, 0.15), *ring, cell(200, 200, 0.15), cell(20, 32, 0.15, "lymphocyte")]
+    out = sheet_calls(cells, 1.0, t, t)
+    assert (out[0].label, out[0].kind) == ("mast_cell", None) and out[0].confidence == cells[0].features["p_mast_net"]
+    assert 0.25 < out[0].features["sheet_neighbours_p"] < 0.35
+    assert all(c.is_mast_cell for c in out[1:7])  # each ring cell has the sheet around it too
+    assert out[7].label == "other"  # alone: nothing to lean on
+    assert out[8].label == "lymphocyte"  # a look-alike the criteria named is not promoted
+    # the bounds move with the decision point: at a stricter threshold (0.6 for the model's 0.3) nobody is promoted
+    assert not any(c.is_mast_cell for c in sheet_calls(cells, 1.0, 0.6, t))
+    # a cell the net was not asked about (no p_mast_net) is a doubtful neighbour and never promoted itself
+    unasked = [Cell(c.x, c.y, c.label, None, 0.5, {}) for c in ring]
+    assert not sheet_calls([cells[0], *unasked], 1.0, t, t)[0].is_mast_cell
+    assert not sheet_calls(cells, 1.0, t, t, SheetRule(neighbours=0.4))[0].is_mast_cell
+
+
+@pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")
+def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
+    """ccMCT tb2 sheets (the choose set) gain mast calls from the sheet rule; CRC epithelium gains none."""
+    import csv
+
+    from mastctl import imaging, registry
+    from mastctl.profile import Profile
+
+    det = registry.create("detector", "morphology", Profile())
+    sheet = [c for name in ("tb2_00", "tb2_20")
+             for c in det.detect(imaging.load(REAL / "ccmct" / f"{name}.png", mpp=0.25)).cells]
+    by_sheet = sum("sheet_neighbours_p" in c.features for c in sheet)
+    assert by_sheet >= 15 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7
+    epithelial = {}
+    for r in csv.DictReader(open(REAL / "crc_nuclei" / "points.csv")):
+        if r["class"] == "epithelial":
+            epithelial.setdefault(r["image"], []).append((float(r["x"]), float(r["y"])))
+    promoted = 0
+    for name in ("img10", "img18", "img22"):  # glands: the net believes no neighbourhood there
+        cells = det.detect(imaging.load(REAL / "crc_nuclei" / "images" / f"{name}.png", mpp=0.55)).cells
+        by_rule = np.array([(c.x, c.y) for c in cells if "sheet_neighbours_p" in c.features]).reshape(-1, 2)
+        promoted += len(by_rule)
+        assert len(cells) > 50 and not match(by_rule, epithelial[name], 6.0).pairs
+    assert promoted <= 1  # (none with the shipped net, nor in any of the 50 images' marked epithelium)

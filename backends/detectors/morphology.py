@@ -9,7 +9,8 @@ and a calibrated per-nucleus classifier: the built-in criteria model, or one
 fitted to your annotations with `mastctl finetune morphology` and passed as
 ``--option model=model.json`` (or ``backend_options.morphology.model``), with a
 second opinion from the built-in mast-cell crop net (``mast_net``; ``-O
-mast_net=none`` turns it off): a nucleus is a mast cell when either is sure.
+mast_net=none`` turns it off): a nucleus is a mast cell when either is sure, or
+when the net half-believes it among neighbours it believes (``sheet``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class MorphologyDetector:
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
         nuclei: str | None = Field("builtin", description="The nucleus finder: 'builtin' (the shipped learned finder, fitted on real colorectal nuclei; README), a model from `mastctl finetune nuclei` (safetensors), or 'none' (-O nuclei=none; null in a profile): the stain threshold and seeds alone (faster; they miss pale, crowded tumour nuclei).")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's; the mast-cell net's own decision point is moved onto it); higher = fewer, surer cells.")
+        sheet: bool = Field(True, description="The sheet rule: a cell the mast-cell net half-believes (P >= 0.1 on its own scale) among neighbours it believes (median >= 0.2 of its 6 nearest within 20 um) is a mast cell: neoplastic mast cells grow in sheets where the net is short of sure of each (README). -O sheet=false: each cell on its own.")
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
 
         @field_validator("mast_net", "nuclei")
@@ -119,7 +121,7 @@ class MorphologyDetector:
 
         import numpy as np
 
-        from mastctl.morphology import analyse, classify
+        from mastctl.morphology import SHEET_RULE, analyse, classify
 
         mpp = working(image.mpp)
         if mpp > MAX_MPP:
@@ -140,6 +142,6 @@ class MorphologyDetector:
 
             def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
                 return net.probability(crops(xy))
-        cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net)
+        cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net, sheet=SHEET_RULE if o.sheet else None)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})
