@@ -141,7 +141,9 @@ def test_a_half_believed_cell_in_a_sheet_of_believed_ones_is_a_mast_cell():
     ring = [cell(20 + 10 * np.cos(a), 20 + 10 * np.sin(a), 0.3) for a in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
     cells = [cell(20, 20, 0.15), *ring, cell(200, 200, 0.15), cell(20, 32, 0.15, "lymphocyte")]
     out = sheet_calls(cells, 1.0, t, t)
-    assert (out[0].label, out[0].kind) == ("mast_cell", None) and out[0].confidence == cells[0].features["p_mast_net"]
+    assert (out[0].label, out[0].kind, out[0].confidence) == ("mast_cell", None, t)  # a call at the decision point
+    assert out[0].features["p_explicit"] + out[0].features["p_implicit"] == pytest.approx(t)  # what hybrid reads
+    assert out[0].features["p_mast_net"] == cells[0].features["p_mast_net"]
     assert 0.25 < out[0].features["sheet_neighbours_p"] < 0.35
     assert all(c.is_mast_cell for c in out[1:7])  # each ring cell has the sheet around it too
     assert out[7].label == "other"  # alone: nothing to lean on

@@ -236,8 +236,9 @@ def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, net_scale
     (``features["p_mast_net"]``, on the scale where ``net_scale`` is the net's 0.5) reaches ``rule.cell`` and the
     median of whose neighbours' reaches ``rule.neighbours`` is a mast cell of unknown kind. A mast call counts as a
     sure neighbour, a cell the net was not asked about as a doubtful one; both bounds are shifted as ``threshold``
-    is from ``net_scale``. The cell keeps the net's own P as its confidence (below ``threshold``: the least sure
-    mast calls) and says why: ``features["sheet_neighbours_p"]``, the neighbours' median on the net's scale.
+    is from ``net_scale``. Its confidence (and P(mast), split evenly between the kinds, for ``hybrid``) is ``threshold``:
+    a call made at the decision point, the least sure kind (``hybrid`` asks its second opinions about such cells);
+    ``features`` keep the net's own P and say why: ``sheet_neighbours_p``, the neighbours' median on the net's scale.
     """
     from scipy.spatial import cKDTree
 
@@ -262,8 +263,9 @@ def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, net_scale
         zn = float(np.median(z[near])) if len(near) >= rule.min_neighbours else -np.inf
         if zn >= logit(rule.neighbours):
             c = cells[i]
-            out[i] = Cell(c.x, c.y, "mast_cell", None, float(c.features["p_mast_net"]),
-                          {**c.features, "sheet_neighbours_p": float(1 / (1 + np.exp(-min(zn, 30.0))))})
+            out[i] = Cell(c.x, c.y, "mast_cell", None, float(threshold),
+                          {**c.features, "p_explicit": threshold / 2, "p_implicit": threshold / 2,
+                           "sheet_neighbours_p": float(1 / (1 + np.exp(-min(zn, 30.0))))})
     return out
 
 
