@@ -140,7 +140,7 @@ def test_a_half_believed_cell_in_a_sheet_of_believed_ones_is_a_mast_cell():
     # a sheet: one doubtful cell (net 0.15) among six the net half-believes (0.3) -- and a lone doubtful cell far away
     ring = [cell(20 + 10 * np.cos(a), 20 + 10 * np.sin(a), 0.3) for a in np.linspace(0, 2 * np.pi, 6, endpoint=False)]
     cells = [cell(20, 20, 0.15), *ring, cell(200, 200, 0.15), cell(20, 32, 0.15, "lymphocyte")]
-    out = sheet_calls(cells, 1.0, t, t)
+    out = sheet_calls(cells, 1.0, t)
     assert (out[0].label, out[0].kind, out[0].confidence) == ("mast_cell", None, t)  # a call at the decision point
     assert out[0].features["p_explicit"] + out[0].features["p_implicit"] == pytest.approx(t)  # what hybrid reads
     assert out[0].features["p_mast_net"] == cells[0].features["p_mast_net"]
@@ -149,11 +149,11 @@ def test_a_half_believed_cell_in_a_sheet_of_believed_ones_is_a_mast_cell():
     assert out[7].label == "other"  # alone: nothing to lean on
     assert out[8].label == "lymphocyte"  # a look-alike the criteria named is not promoted
     # the bounds move with the decision point: at a stricter threshold (0.6 for the model's 0.3) nobody is promoted
-    assert not any(c.is_mast_cell for c in sheet_calls(cells, 1.0, 0.6, t))
+    assert not any(c.is_mast_cell for c in sheet_calls(cells, 1.0, 0.6))
     # a cell the net was not asked about (no p_mast_net) is a doubtful neighbour and never promoted itself
     unasked = [Cell(c.x, c.y, c.label, None, 0.5, {}) for c in ring]
-    assert not sheet_calls([cells[0], *unasked], 1.0, t, t)[0].is_mast_cell
-    assert not sheet_calls(cells, 1.0, t, t, SheetRule(neighbours=0.4))[0].is_mast_cell
+    assert not sheet_calls([cells[0], *unasked], 1.0, t)[0].is_mast_cell
+    assert not sheet_calls(cells, 1.0, t, SheetRule(neighbours=0.4))[0].is_mast_cell
 
 
 @pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")

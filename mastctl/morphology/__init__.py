@@ -180,7 +180,7 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
         cells = placed_by_the_finder(cells, analysis, on_scale, threshold)
     if p_net is None or sheet is None:
         return cells
-    return sheet_calls(cells, um_per_px, 0.5 if threshold is None else threshold, model.mast_threshold, sheet)
+    return sheet_calls(cells, um_per_px, 0.5 if threshold is None else threshold, sheet)
 
 
 def placed_by_the_finder(cells: list[Cell], analysis: Analysis, p_net: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -230,14 +230,14 @@ def placed_by_the_finder(cells: list[Cell], analysis: Analysis, p_net: Callable[
     return out
 
 
-def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, net_scale: float | None,
-                rule: SheetRule = SHEET_RULE) -> list[Cell]:
+def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, rule: SheetRule = SHEET_RULE) -> list[Cell]:
     """``cells`` with the sheet rule's mast calls (``SheetRule``): a cell of ``rule.labels`` whose crop-net P(mast)
-    (``features["p_mast_net"]``, on the scale where ``net_scale`` is the net's 0.5) reaches ``rule.cell`` and the
-    median of whose neighbours' reaches ``rule.neighbours`` is a mast cell of unknown kind. A mast call counts as a
-    sure neighbour, a cell the net was not asked about as a doubtful one; both bounds are shifted as ``threshold``
-    is from ``net_scale``. Its confidence (and P(mast), split evenly between the kinds, for ``hybrid``) is ``threshold``:
-    a call made at the decision point, the least sure kind (``hybrid`` asks its second opinions about such cells);
+    reaches ``rule.cell`` and the median of whose neighbours' reaches ``rule.neighbours`` is a mast cell of unknown
+    kind. The net's P is ``features["p_mast_net"]`` on the scale it is decided on, and the bounds are on the net's
+    own scale, where ``threshold`` is 0.5: as logits, ``logit(p_mast_net) - logit(threshold)`` against
+    ``logit(rule.cell)``. A mast call counts as a sure neighbour, a cell the net was not asked about as a doubtful
+    one. Its confidence (and P(mast), split evenly between the kinds, for ``hybrid``) is ``threshold``: a call
+    made at the decision point, the least sure kind (``hybrid`` asks its second opinions about such cells);
     ``features`` keep the net's own P and say why: ``sheet_neighbours_p``, the neighbours' median on the net's scale.
     """
     from scipy.spatial import cKDTree
@@ -249,9 +249,8 @@ def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, net_scale
         p = np.clip(np.asarray(p, np.float64), 1e-9, 1 - 1e-9)
         return np.log(p / (1 - p))
 
-    shift = float(logit(threshold) - logit(net_scale if net_scale is not None else 0.5))
     z = np.array([np.inf if c.is_mast_cell else logit(c.features["p_mast_net"]) if "p_mast_net" in c.features else -np.inf
-                  for c in cells]) - float(logit(net_scale if net_scale is not None else 0.5)) - shift
+                  for c in cells]) - float(logit(threshold))
     xy = np.array([(c.x, c.y) for c in cells], np.float64) * um_per_px
     candidates = [i for i, c in enumerate(cells) if c.label in rule.labels and z[i] >= logit(rule.cell)]
     if not candidates:
