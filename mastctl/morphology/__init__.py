@@ -247,7 +247,8 @@ def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, rule: She
     z = np.array([np.inf if c.is_mast_cell else _logit(c.features["p_mast_net"]) if "p_mast_net" in c.features else -np.inf
                   for c in cells]) - float(_logit(threshold))
     xy = np.array([(c.x, c.y) for c in cells], np.float64) * um_per_px
-    candidates = [i for i, c in enumerate(cells) if c.label in rule.labels and z[i] >= _logit(rule.cell)]
+    cell_bound, neighbours_bound = _logit(rule.cell), _logit(rule.neighbours)
+    candidates = [i for i, c in enumerate(cells) if c.label in rule.labels and z[i] >= cell_bound]
     if not candidates:
         return cells
     d, idx = cKDTree(xy).query(xy[candidates], k=min(rule.k + 1, len(cells)), distance_upper_bound=rule.radius_um)
@@ -255,24 +256,29 @@ def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, rule: She
     for row, i in enumerate(candidates):
         near = [j for dd, j in zip(d[row], idx[row], strict=True) if np.isfinite(dd) and j != i][: rule.k]
         zn = float(np.median(z[near])) if len(near) >= rule.min_neighbours else -np.inf
-        if zn >= _logit(rule.neighbours):
+        if zn >= neighbours_bound:
             c = cells[i]
             out[i] = Cell(c.x, c.y, "mast_cell", None, float(threshold),
                           {**c.features, "p_explicit": threshold / 2, "p_implicit": threshold / 2,
-                           "sheet_neighbours_p": float(1 / (1 + np.exp(-min(zn, 30.0))))})
+                           "sheet_neighbours_p": float(_sigmoid(zn))})
     return out
 
 
 def net_on_scale(p_net: np.ndarray, threshold: float | None) -> np.ndarray:
     """The crop net's P(mast) moved so that its decision point (0.5) lands on ``threshold`` (logits add)."""
     t = min(max(threshold if threshold is not None else 0.5, 1e-6), 1 - 1e-6)
-    return 1.0 / (1.0 + np.exp(-(_logit(p_net) + _logit(t))))
+    return _sigmoid(_logit(p_net) + _logit(t))
 
 
 def _logit(p) -> np.ndarray:
     """log(p / (1 - p)), element-wise, with p kept inside (1e-9, 1 - 1e-9)."""
     p = np.clip(np.asarray(p, np.float64), 1e-9, 1 - 1e-9)
     return np.log(p / (1 - p))
+
+
+def _sigmoid(z) -> np.ndarray:
+    """1 / (1 + exp(-z)), element-wise, the inverse of :func:`_logit` (z kept inside +-30; +inf gives 1)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -30, 30)))
 
 
 def _with_mast_probability(P: np.ndarray, p_mast: np.ndarray) -> np.ndarray:
