@@ -75,6 +75,7 @@ def nuclei(
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
     mpp: Annotated[float | None, O.mpp("Micrometres per pixel when files carry none.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    basis: Annotated[str, typer.Option("--basis", help="Stain vectors the finder reads images through: image (each image's own Macenko estimate, as the built-in finder) or reference (fixed, after the image's colour cast is taken out: better on images of the laboratory it was fitted on, worse on others').")] = "image",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
 ) -> None:
     """Fit a small nucleus finder (U-Net, torch, CPU minutes) to point annotations of nuclei.
@@ -95,6 +96,8 @@ def nuclei(
         raise UsageError(f"{output} already exists; pass --force to replace it")
     if output.suffix.lower() != ".safetensors":
         raise UsageError(f"the nucleus model is written as safetensors; name it *.safetensors (got {output})")
+    if basis not in nucleinet.BASES:
+        raise UsageError(f"--basis {basis}: choose from {', '.join(nucleinet.BASES)}")
     nucleinet._torch()  # fail before reading anything
     paths = expand_inputs(images)
     truth_sets = load_truth(truth, classes=truth_class)
@@ -108,7 +111,7 @@ def nuclei(
     with out.progress(total) as bar:
         task = bar.add_task(f"training ({dev})", total=total)
         net = nucleinet.fit(examples, steps=steps, width=width, batch=batch, folds=folds, seed=seed, device=dev,
-                            on_step=lambda i, loss: bar.advance(task))
+                            on_step=lambda i, loss: bar.advance(task), basis=basis)
     net.info["trained_on"] = f"{len(examples)} images, truth {truth}"
     net.save(output)
     out.result({"model": str(output), "peak_threshold": net.peak_threshold, **net.info}, message=f"wrote {output}: {len(examples)} images, {sum(len(e.points) for e in examples)} nuclei, {steps} steps; "

@@ -51,6 +51,40 @@ def test_near_empty_tissue_falls_back_to_standard_vectors():
     assert not st.estimated and stains.angle_deg(st.vectors[0], stains.HEMATOXYLIN) < 1e-6
 
 
+def test_maps_in_other_vectors_are_exact_and_the_net_reads_the_same_maps_whatever_the_estimate():
+    tile = synth.render_tile(5, synth.SynthOptions(size=256, mpp=0.5))
+    own = stain.separate(tile.he, 0.5)
+    standard = stain.separate(tile.he, 0.5, vectors=(stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN)))
+    reference = stain.separate(tile.he, 0.5, vectors=tuple(stains.unit(v) for v in stains.REFERENCE_HE))
+    moved = stain.in_basis(own, stains.REFERENCE_HE)
+    for a, b in ((moved.h, reference.h), (moved.e, reference.e), (moved.r, reference.r)):
+        assert np.allclose(a, b, atol=1e-4)
+    # a net reading the fixed basis sees one image, whichever vectors its estimate took (a jump of 20-50 degrees
+    # in the eosin estimate of real tumour crops made the previous net's answer flip per crop)
+    from mastctl.morphology.mastnet import default_net
+
+    net = default_net()
+    assert net.basis == "reference"
+    assert np.allclose(net.maps(own), net.maps(standard), atol=1e-4)
+
+
+def test_a_colour_cast_is_taken_out_of_what_the_net_reads():
+    from mastctl.morphology.mastnet import default_net
+
+    tile = synth.render_tile(6, synth.SynthOptions(size=256, mpp=0.5))
+    cast = np.clip(np.round(tile.he * np.array([0.9, 0.97, 1.0])), 0, 255).astype(np.uint8)  # a blue white balance
+    net = default_net()
+    clean, tinted = (net.maps(stain.separate(px, 0.5)) for px in (tile.he, cast))
+    uncorrected = stain.stain_input(stain.in_basis(stain.separate(cast, 0.5), stains.REFERENCE_HE))
+    tissue = clean[0] > 0.3
+    assert np.abs(uncorrected[0] - clean[0])[tissue].mean() > 0.2  # through fixed vectors the cast reads as hematoxylin
+    assert np.abs(tinted[0] - clean[0])[tissue].mean() < 0.05
+    # the detector's calls do not move with it either
+    det = registry.create("detector", "morphology", Profile())
+    calls = [sum(c.is_mast_cell for c in det.detect(Image(px, "t.png", 0.5)).cells) for px in (tile.he, cast)]
+    assert abs(calls[0] - calls[1]) <= max(1, calls[0] // 5), calls
+
+
 @pytest.mark.parametrize("mpp", [0.5, 0.25])
 def test_nuclei_count_and_positions(mpp):
     r_px = 3.0 / mpp  # 6 um nuclei
@@ -383,8 +417,29 @@ def test_real_mast_cell_tumour_sheets_yield_mast_cells():
             mast += sum(c.is_mast_cell for c in cells)
         counts[net] = (found, mast)
     found, mast = counts["builtin"]
-    assert found > 100 and mast / found > 0.25
+    assert found > 100 and mast / found > 0.5
     assert counts["none"][1] / counts["none"][0] < 0.05
+
+
+@pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")
+def test_the_crop_net_does_not_flip_with_the_images_stain_estimate():
+    """Tumour sheets of one slide whose Macenko eosin estimate took different ways (vb0_01/02: it strays and falls back
+    to the standard vector; vb0_10/13: it holds) are read alike by the shipped net. The net before, which read each
+    image's own vectors, called 0.71 / 0.76 of the first pair's nuclei mast cells and 0.19 / 0.06 of the second's."""
+    from mastctl import imaging, stains
+    from mastctl.morphology import nucleinet
+    from mastctl.morphology.mastnet import crop_source, default_net
+
+    net, finder = default_net(), nucleinet.default_net()
+    share, fell_back = {}, {}
+    for name in ("vb0_01", "vb0_02", "vb0_10", "vb0_13"):
+        pixels = imaging.load(REAL / "ccmct" / f"{name}.png").pixels[:, :, :3]
+        st = stain.separate(pixels, 0.25)
+        fell_back[name] = stains.angle_deg(st.vectors[1], stains.EOSIN) < 1.0
+        nuclei = finder.peaks(finder.proximity(st), st.mpp)
+        share[name] = float(np.mean(net.probability(crop_source(net.maps(st), st.mpp)(nuclei)) >= 0.5))
+    assert fell_back == {"vb0_01": True, "vb0_02": True, "vb0_10": False, "vb0_13": False}
+    assert min(share.values()) > 0.3 and max(share.values()) - min(share.values()) < 0.35, share
 
 
 @pytest.mark.skipif(not (REAL / "crc_nuclei").exists(), reason="../shared/data not present")

@@ -44,6 +44,22 @@ def test_a_short_fit_finds_most_nuclei_of_an_unseen_tile(tiles):
     assert net.info["threshold_chosen_on"].startswith("training")  # 3 images: too few to hold one out
 
 
+def test_a_finder_reading_fixed_vectors_keeps_them_in_its_file_and_reads_any_estimate_alike(tmp_path, tiles):
+    from mastctl import stains
+
+    net = N.fit(_examples(tiles[:1]), steps=3, width=4, basis="reference")
+    again = N.NucleusNet.load(net.save(tmp_path / "r.safetensors"))
+    assert again.basis == "reference" and N.NucleusNet.load(N.fit(_examples(tiles[:1]), steps=3, width=4).save(
+        tmp_path / "i.safetensors")).basis == "image"
+    own = stain.separate(tiles[1].he, 0.5)
+    standard = stain.separate(tiles[1].he, 0.5, vectors=(stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN)))
+    assert np.allclose(again.proximity(own), again.proximity(standard), atol=1e-4)
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match="unknown stain basis"):
+        N.NucleusNet.load(replace(again, basis="sideways").save(tmp_path / "odd.safetensors"))
+
+
 def test_model_file_round_trip_without_pickle(tmp_path, tiles):
     net = N.fit(_examples(tiles[:1]), steps=3, width=4)
     path = net.save(tmp_path / "n.safetensors")
@@ -72,6 +88,13 @@ def test_finetune_nuclei_then_detect_with_it(cli, tmp_path, tiles):
     assert r.exit_code == 2 and "--force" in r.stderr
     r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "-o", tmp_path / "n.json")
     assert r.exit_code == 2 and "safetensors" in r.stderr
+    assert N.NucleusNet.load(out).basis == "image"  # as the built-in finder
+    fixed = tmp_path / "fixed.safetensors"
+    r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "--steps", "5", "--width", "4",
+            "--basis", "reference", "-o", fixed)
+    assert r.exit_code == 0 and N.NucleusNet.load(fixed).basis == "reference", r.stderr
+    r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "--basis", "sideways", "-o", tmp_path / "x.safetensors")
+    assert r.exit_code == 2 and "--basis sideways" in r.stderr and "Traceback" not in r.stderr
     r = cli("detect", tmp_path / "train" / "t0_he.png", "-O", f"nuclei={out}", "--all-cells", "--format", "json")
     assert r.exit_code == 0, r.stderr
     cells = json.loads(r.stdout)["cells"]

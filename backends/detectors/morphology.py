@@ -136,9 +136,9 @@ class MorphologyDetector:
         p_net = None
         if self.mast_net is not None and len(analysis.X):
             from mastctl.morphology.mastnet import crop_source
-            from mastctl.morphology.nucleinet import stain_input
 
-            net, crops = self.mast_net, crop_source(stain_input(analysis.stained), analysis.stained.mpp)
+            net = self.mast_net
+            crops = crop_source(net.maps(analysis.stained), analysis.stained.mpp)
 
             def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
                 return net.probability(crops(xy))

@@ -2,9 +2,11 @@
 
 A small CNN (3x3 convolutions with batch norm folded in, ReLU and 2x2 max-pools, 40 -> 20 -> 10 px;
 the features are the means over the last level and over its centre; an older net may first average
-the crop to 1 um/px, ``input_pool``) reads the hematoxylin, eosin and residual concentrations (the
-image's own Macenko vectors) in a 40 x 40 px crop at 0.5 um/px around each nucleus, and gives one
-logit. The detector takes it as a second opinion beside the criteria model (``classify``). It is trained by ``bench/train_mast_net.py`` on synthetic tiles of the
+the crop to 1 um/px, ``input_pool``) reads the hematoxylin, eosin and residual concentrations in a
+40 x 40 px crop at 0.5 um/px around each nucleus, and gives one logit. The shipped net reads them
+through fixed stain vectors once the image's colour cast is taken out (``basis = "reference"``,
+``MastNet.maps``); nets before 2026-12-05 read the image's own Macenko vectors (``"image"``), whose
+estimate jumps with what a crop holds (``BASES``). The detector takes it as a second opinion beside the criteria model (``classify``). It is trained by ``bench/train_mast_net.py`` on synthetic tiles of the
 training styles *and* real tissue (ccMCT tumour sheets as weak positives, CRC nuclei as negatives),
 because the criteria features alone learned the renderer (see the README). Inference needs numpy only;
 torch, where installed, runs the same arithmetic faster (``MastNet.logits``). Weights are an ``.npz`` of plain arrays (never pickle) with a JSON header.
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mastctl.errors import InputError
+from mastctl.morphology.stain import BASES, net_input
 
 SCHEMA = "mastctl/mast-net@1"
 DEFAULT_NET = "mast_net.npz"
@@ -50,9 +53,14 @@ class MastNet:
     logit_shift: float = 0.0  # subtracted from the logit: P = 0.5 is the decision point
     info: dict[str, Any] = field(default_factory=dict)
     input_pool: int = 1  # the crop is averaged over input_pool x input_pool pixels first
+    basis: str = "image"  # one of BASES: the stain vectors the net reads the image through (``maps``)
     _torch_weights: list | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ inference
+
+    def maps(self, st) -> np.ndarray:
+        """(3, H, W) maps of a :class:`~mastctl.morphology.stain.Stained` image as this net reads them."""
+        return net_input(st, self.basis)
 
     def logits(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
         """Mast logits (minus the decision shift) of (N, 3, 40, 40) float32 crops.
@@ -116,7 +124,7 @@ class MastNet:
         arrays = {f"conv{i}_w": w for i, (w, _) in enumerate(self.convs)}
         arrays.update({f"conv{i}_b": b for i, (_, b) in enumerate(self.convs)})
         header = {"schema": SCHEMA, "convs": len(self.convs), "pool_after": self.pool_after, "input_pool": self.input_pool,
-                  "logit_shift": self.logit_shift, "info": self.info}
+                  "basis": self.basis, "logit_shift": self.logit_shift, "info": self.info}
         arrays.update(head_w=self.head_w, head_b=self.head_b,
                       header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
 
@@ -136,13 +144,16 @@ class MastNet:
                     raise InputError(f"{p}: not a mastctl mast-cell net ({SCHEMA})")
                 convs = [(z[f"conv{i}_w"], z[f"conv{i}_b"]) for i in range(int(header["convs"]))]
                 net = cls(convs, [int(i) for i in header["pool_after"]], z["head_w"], z["head_b"],
-                          float(header.get("logit_shift", 0.0)), header.get("info", {}), int(header.get("input_pool", 1)))
+                          float(header.get("logit_shift", 0.0)), header.get("info", {}), int(header.get("input_pool", 1)),
+                          str(header.get("basis", "image")))
         except InputError:
             raise
         except FileNotFoundError:
             raise InputError(f"{p}: no such mast-cell net") from None
         except Exception as exc:  # zip, JSON, missing arrays: a damaged file
             raise InputError(f"{p}: not a readable mast-cell net ({type(exc).__name__}: {str(exc)[:200]})") from None
+        if net.basis not in BASES:
+            raise InputError(f"{p}: a mast-cell net reading an unknown stain basis {net.basis!r} (known: {', '.join(BASES)})")
         for w, b in net.convs:
             if w.ndim != 4 or w.shape[2:] != (3, 3) or b.shape != (w.shape[0],):
                 raise InputError(f"{p}: a damaged mast-cell net (convolution of shape {w.shape})")

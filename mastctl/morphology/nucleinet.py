@@ -29,7 +29,7 @@ import numpy as np
 
 from mastctl.errors import BackendError, InputError
 from mastctl.morphology.mastnet import _conv3x3_relu, _torch_available, linear_zoom
-from mastctl.morphology.stain import Stained
+from mastctl.morphology.stain import BASES, Stained, net_input, stain_input  # noqa: F401 (stain_input: imported from here too)
 
 SCHEMA = "mastctl/nucleus-net@1"
 PATCH = 128  # training patch side, working pixels
@@ -38,6 +38,9 @@ MIN_PEAK_UM = 2.5  # two nuclei closer than this are one
 VAL_RADIUS_UM = 3.0  # a found peak this close to an annotated centre is a hit (threshold choice)
 DEFAULT_NET = "nucleus_net.safetensors"
 THRESHOLDS = np.round(np.arange(0.05, 0.71, 0.05), 2)  # peak thresholds tried
+CAST_SD = 0.04  # colour-cast augmentation through fixed vectors: optical density offset per RGB channel
+REF_GAIN_SD = (0.25, 0.6, 0.35)  # ... stain strength (log scale) of hematoxylin, eosin, residual
+REF_MIX_SD = 0.15  # ... and cross-talk between the channels (a stain vector that differs from the reference)
 
 
 def _torch():
@@ -78,11 +81,6 @@ def build(width: int = 16):
     return UNet()
 
 
-def stain_input(st: Stained) -> np.ndarray:
-    """(3, H, W) float32: hematoxylin, eosin and residual concentrations, clipped to their useful range."""
-    return np.stack([np.clip(st.h, -0.2, 3.0), np.clip(st.e, -0.2, 3.0), np.clip(st.r, -1.0, 1.0)]).astype(np.float32)
-
-
 def target_map(shape: tuple[int, int], points_px: np.ndarray, radius_px: float) -> np.ndarray:
     """exp(-(d / r)^2), d = distance of each pixel centre to the nearest point."""
     from scipy.spatial import cKDTree
@@ -115,13 +113,15 @@ class NucleusNet:
     peak_threshold: float
     info: dict[str, Any] = field(default_factory=dict)
     flips: bool = False
+    basis: str = "image"  # the stain vectors it reads images through (stain.BASES)
     _folded: list | None = field(default=None, repr=False, compare=False)
     _torch_folded: list | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_module(cls, module, width: int, work_mpp: float, peak_threshold: float, info: dict | None = None) -> NucleusNet:
+    def from_module(cls, module, width: int, work_mpp: float, peak_threshold: float, info: dict | None = None,
+                    basis: str = "image") -> NucleusNet:
         state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-        return cls(state, width, work_mpp, peak_threshold, dict(info or {}))
+        return cls(state, width, work_mpp, peak_threshold, dict(info or {}), basis=basis)
 
     def folded(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(weight (O, C, k, k), bias (O,)) of every convolution in order, batch norm folded in; the 1x1 head last."""
@@ -139,7 +139,7 @@ class NucleusNet:
 
     def proximity(self, st: Stained) -> np.ndarray:
         """The proximity map at the working scale of ``st`` (an image at another scale is resampled to the net's and back)."""
-        x = stain_input(st)
+        x = net_input(st, self.basis)
         h, w = x.shape[1:]
         zoom = st.mpp / self.work_mpp
         if not 1 / MAX_UNSCALED <= zoom <= MAX_UNSCALED:
@@ -214,7 +214,7 @@ class NucleusNet:
 
     def header(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "width": self.width, "work_mpp": self.work_mpp, "peak_threshold": self.peak_threshold,
-                "info": self.info}
+                "basis": self.basis, "info": self.info}
 
     def save(self, path: Path) -> Path:
         from mastctl.writers import atomic_write
@@ -237,7 +237,10 @@ class NucleusNet:
             raise InputError(f"{p}: not a readable nucleus model: {exc}") from None
         if header.get("schema") != SCHEMA:
             raise InputError(f"{p}: not a mastctl nucleus model ({SCHEMA}); fit one with `mastctl finetune nuclei`")
-        net = cls(state, int(header["width"]), float(header["work_mpp"]), float(header["peak_threshold"]), header.get("info", {}))
+        net = cls(state, int(header["width"]), float(header["work_mpp"]), float(header["peak_threshold"]), header.get("info", {}),
+                  basis=str(header.get("basis", "image")))
+        if net.basis not in BASES:
+            raise InputError(f"{p}: a nucleus model reading an unknown stain basis {net.basis!r} (known: {', '.join(BASES)})")
         try:
             net.folded()
         except KeyError as exc:
@@ -317,9 +320,9 @@ class Example:
     st: Stained
 
 
-def example(name: str, st: Stained, points_px: np.ndarray) -> Example:
+def example(name: str, st: Stained, points_px: np.ndarray, basis: str = "image") -> Example:
     pts = np.asarray(points_px, float).reshape(-1, 2) / st.factor
-    return Example(name, stain_input(st), target_map(st.h.shape, pts, RADIUS_UM / st.mpp), pts, st)
+    return Example(name, net_input(st, basis), target_map(st.h.shape, pts, RADIUS_UM / st.mpp), pts, st)
 
 
 def device_for(device: str | None = None, gpu=None) -> str:
@@ -333,8 +336,11 @@ def device_for(device: str | None = None, gpu=None) -> str:
 
 
 def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
-          device: str | None = None, on_step: Callable[[int, float], None] | None = None):
-    """A U-Net fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule)."""
+          device: str | None = None, on_step: Callable[[int, float], None] | None = None, basis: str = "image"):
+    """A U-Net fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule).
+
+    Through fixed vectors (``basis`` "reference") each patch also gets a colour cast the image's own correction may
+    have left (an optical density offset, ``CAST_SD`` per RGB channel)."""
     torch = _torch()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -344,7 +350,7 @@ def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=2e-4)
     module.train()
     for step in range(steps):
-        xb, yb = zip(*(_patch(examples[rng.integers(len(examples))], rng) for _ in range(batch)), strict=True)
+        xb, yb = zip(*(_patch(examples[rng.integers(len(examples))], rng, basis) for _ in range(batch)), strict=True)
         x, y = torch.from_numpy(np.stack(xb)).to(dev), torch.from_numpy(np.stack(yb)[:, None]).to(dev)
         # cross-entropy against the soft target: steeper than squared error where the map should peak
         loss = torch.nn.functional.binary_cross_entropy_with_logits(module(x), y)
@@ -359,16 +365,20 @@ def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch:
 
 def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
         val_fraction: float = 0.2, folds: int = 0, device: str | None = None,
-        on_step: Callable[[int, float], None] | None = None) -> NucleusNet:
+        on_step: Callable[[int, float], None] | None = None, basis: str = "image") -> NucleusNet:
     """Fit the U-Net to ``examples`` and choose its peak threshold on images it did not see.
 
     ``folds`` < 2: a ``val_fraction`` of the images is held out and the threshold chosen on them.
     ``folds`` = K >= 2: K fits on (K-1)/K of the images each map the rest, the threshold is chosen on
     those out-of-fold maps of every image, and the model kept is one more fit on all of them
-    (K + 1 fits; ``on_step`` counts the steps of all).
+    (K + 1 fits; ``on_step`` counts the steps of all). ``basis``: the stain vectors it reads images through
+    (``stain.BASES``).
     """
+    from dataclasses import replace
+
     if not examples:
         raise InputError("no annotated image to learn nuclei from")
+    examples = [replace(e, stains=net_input(e.st, basis)) for e in examples]
     if folds >= 2 and len(examples) < folds:
         raise InputError(f"{folds}-fold threshold choice needs at least {folds} images (got {len(examples)})")
     work_mpp = float(np.median([e.st.mpp for e in examples]))
@@ -378,12 +388,12 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         if on_step:
             on_step(done + step, loss)
 
-    recipe = {"steps": steps, "width": width, "batch": batch}
+    recipe = {"steps": steps, "width": width, "batch": batch, "basis": basis}
     if folds >= 2:
         counts = np.zeros((len(THRESHOLDS), 3), np.int64)
         for j, (rest, held) in enumerate(fold_splits(len(examples), folds, seed)):
             module = train([examples[i] for i in rest], seed=seed + 1 + j, device=device, on_step=counted, **recipe)
-            counts += match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3), [examples[i] for i in held])
+            counts += match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, basis=basis), [examples[i] for i in held])
             done += steps
         module = train(examples, seed=seed, device=device, on_step=counted, **recipe)
         threshold, f1 = best_threshold(counts)
@@ -394,11 +404,11 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 4 else 0
         val, rest = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
         module = train(rest, seed=seed, device=device, on_step=counted, **recipe)
-        threshold, f1 = best_threshold(match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3), val or rest))
+        threshold, f1 = best_threshold(match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, basis=basis), val or rest))
         info = {"train_images": len(rest), "val_images": len(val),
                 "threshold_chosen_on": "held-out images" if val else "training images (too few to hold out)"}
     info.update({"steps": steps, "batch": batch, "folds": folds, "val_f1": round(f1, 4), "val_radius_um": VAL_RADIUS_UM})
-    return NucleusNet.from_module(module, width, work_mpp, threshold, info)
+    return NucleusNet.from_module(module, width, work_mpp, threshold, info, basis=basis)
 
 
 def fold_splits(n: int, folds: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -407,7 +417,7 @@ def fold_splits(n: int, folds: int, seed: int = 0) -> list[tuple[list[int], list
     return [(sorted(set(range(n)) - set(held.tolist())), held.tolist()) for held in np.array_split(order, folds)]
 
 
-def _patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _patch(ex: Example, rng: np.random.Generator, basis: str = "image") -> tuple[np.ndarray, np.ndarray]:
     """A random PATCH-square crop (reflect-padded when the image is smaller), rotated, flipped, stain-jittered."""
     x, y = ex.stains, ex.target
     h, w = y.shape
@@ -422,8 +432,18 @@ def _patch(ex: Example, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     xp, yp = np.rot90(xp, k, axes=(1, 2)), np.rot90(yp, k)
     if rng.random() < 0.5:
         xp, yp = xp[:, :, ::-1], yp[:, ::-1]
-    gain = rng.uniform(0.8, 1.2, size=(3, 1, 1)).astype(np.float32)  # staining strength varies by lab and slide
-    return np.ascontiguousarray(xp * gain, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
+    if basis != "reference":
+        gain = rng.uniform(0.8, 1.2, size=(3, 1, 1)).astype(np.float32)  # staining strength varies by lab and slide
+        return np.ascontiguousarray(xp * gain, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
+    # through fixed vectors each laboratory's stains show: their strength (eosin most), their hue (cross-talk
+    # between the channels) and the camera's cast vary here as they do between the slides it will read
+    from mastctl.stains import REFERENCE_HE, stain_matrix
+
+    gain = np.exp(rng.normal(0, 1, 3) * np.asarray(REF_GAIN_SD)).astype(np.float32)
+    mixing = np.eye(3) + rng.normal(0, REF_MIX_SD, (3, 3)) * (1 - np.eye(3))
+    xp = np.einsum("ij,jhw->ihw", (mixing * gain[:, None]).T.astype(np.float32), xp.astype(np.float32))
+    xp = xp + (rng.normal(0, CAST_SD, 3) @ np.linalg.inv(stain_matrix(*REFERENCE_HE))).astype(np.float32)[:, None, None]
+    return np.ascontiguousarray(xp, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
 
 
 def match_counts(net: NucleusNet, examples: Iterable[Example], radius_um: float = VAL_RADIUS_UM) -> np.ndarray:

@@ -63,3 +63,59 @@ def separate_with(pixels: np.ndarray, mpp: float, vectors, estimated: bool = Tru
                 + od[..., 2] * np.float32(inverse[2, k])) for k in range(3))
     vectors = (np.asarray(vectors[0]), np.asarray(vectors[1]))
     return Stained(h, e, r, mpp * factor, factor, vectors, estimated)
+
+
+def stain_input(st: Stained) -> np.ndarray:
+    """(3, H, W) float32: hematoxylin, eosin and residual concentrations, clipped to their useful range."""
+    return np.stack([np.clip(st.h, -0.2, 3.0), np.clip(st.e, -0.2, 3.0), np.clip(st.r, -1.0, 1.0)]).astype(np.float32)
+
+
+CAST_SHARE = 0.005  # the brightest share of pixels: the image's background (glass, lumen), for its colour cast
+MAX_CAST_OD = 0.25  # the most optical density per channel taken for a cast (a tile with no glass: faint tissue)
+
+
+def without_cast(st: Stained) -> Stained:
+    """``st`` with the image's colour cast removed: the mean optical density of its brightest pixels (``CAST_SHARE``,
+    each channel at most ``MAX_CAST_OD``) taken from every pixel. A white balance or a tinted background adds the same
+    absorption everywhere; through fixed stain vectors it reads as a film of stain over the tissue (a blue cast as
+    hematoxylin, 0.26 per pixel: the purple of mast-cell granules on every cell)."""
+    m = stains.stain_matrix(*st.vectors).astype(np.float32)
+    step = 2 if st.h.size > 40_000 else 1
+    c = np.stack([st.h[::step, ::step], st.e[::step, ::step], st.r[::step, ::step]], -1).reshape(-1, 3)
+    od = c @ m
+    total = od.sum(1)
+    bright = od[total <= np.quantile(total, CAST_SHARE)]
+    cast = np.clip(bright.mean(0), 0.0, MAX_CAST_OD) if len(bright) else np.zeros(3, np.float32)
+    offset = (cast @ np.linalg.inv(m)).astype(np.float32)  # the cast as concentrations of these vectors
+    return Stained(st.h - offset[0], st.e - offset[1], st.r - offset[2], st.mpp, st.factor, st.vectors, st.estimated)
+
+
+def in_basis(st: Stained, vectors) -> Stained:
+    """The same absorption expressed in other (hematoxylin, eosin) vectors: exact, since optical density is linear in
+    the concentrations (OD = C @ M for the stain matrix M). A net reads the image through fixed vectors this way:
+    through the image's own, its input would jump with the estimate (a crop of one kind of tissue pulls Macenko's
+    eosin towards it, and the estimate falls back to the standard vectors when it strays), and a net can learn the
+    jump instead of the cells."""
+    to = stains.stain_matrix(*vectors)
+    m = (stains.stain_matrix(*st.vectors) @ np.linalg.inv(to)).astype(np.float32)  # C_new = C_own @ M_own @ M_new^-1
+    h, e, r = ((st.h * m[0, k] + st.e * m[1, k] + st.r * m[2, k]) for k in range(3))
+    return Stained(h, e, r, st.mpp, st.factor, (np.asarray(to[0]), np.asarray(to[1])), st.estimated)
+
+
+# The stain vectors a net reads an image through: "reference" (fixed: Macenko's reference H&E, whatever the image,
+# once its colour cast is taken out) or "image" (the image's own estimate; the nets before 2026-12-05). The image's
+# own estimate jumps with what a crop holds: in sheets of purple tumour cells Macenko's "eosin" extreme is no eosin
+# at all, and the estimate falls back to the standard vector. In real mast cell tumour that regime held 62% of the
+# crops the crop net was trained on (tb0/tb1) and 14% of the CRC negatives, and the net learned it: 0.6-0.8 of a
+# tumour crop's cells called mast cells in that regime, 0.02-0.2 outside it (vb0).
+BASES = ("reference", "image")
+
+
+def net_input(st: Stained, basis: str) -> np.ndarray:
+    """The (3, H, W) maps a net of this ``basis`` (``BASES``) reads (:func:`stain_input`)."""
+    if basis == "image":
+        return stain_input(st)
+    if basis != "reference":
+        raise ValueError(f"unknown stain basis {basis!r}")
+    return stain_input(in_basis(without_cast(st), stains.REFERENCE_HE))
+
