@@ -38,9 +38,13 @@ MIN_PEAK_UM = 2.5  # two nuclei closer than this are one
 VAL_RADIUS_UM = 3.0  # a found peak this close to an annotated centre is a hit (threshold choice)
 DEFAULT_NET = "nucleus_net.safetensors"
 THRESHOLDS = np.round(np.arange(0.05, 0.71, 0.05), 2)  # peak thresholds tried
-CAST_SD = 0.04  # colour-cast augmentation through fixed vectors: optical density offset per RGB channel
-REF_GAIN_SD = (0.25, 0.6, 0.35)  # ... stain strength (log scale) of hematoxylin, eosin, residual
-REF_MIX_SD = 0.15  # ... and cross-talk between the channels (a stain vector that differs from the reference)
+# Stain augmentation of the training patches through fixed vectors (basis "reference"): strength (log scale) of
+# hematoxylin, eosin, residual, cross-talk between the channels (a stain vector that differs), and a colour cast (optical
+# density per RGB channel). Through the image's own vectors, a uniform 0.8-1.2 gain: these wider ones there too were
+# tried and not shipped (bench/train_nucleus_net.py).
+REF_GAIN_SD = (0.25, 0.6, 0.35)
+REF_MIX_SD = 0.15
+CAST_SD = 0.04
 
 
 def _torch():
@@ -435,8 +439,8 @@ def _patch(ex: Example, rng: np.random.Generator, basis: str = "image") -> tuple
     if basis != "reference":
         gain = rng.uniform(0.8, 1.2, size=(3, 1, 1)).astype(np.float32)  # staining strength varies by lab and slide
         return np.ascontiguousarray(xp * gain, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
-    # through fixed vectors each laboratory's stains show: their strength (eosin most), their hue (cross-talk
-    # between the channels) and the camera's cast vary here as they do between the slides it will read
+    # through fixed vectors each laboratory's stains show: their strength (eosin most), their hue (cross-talk between
+    # the channels) and the camera's cast the image's own correction left
     from mastctl.stains import REFERENCE_HE, stain_matrix
 
     gain = np.exp(rng.normal(0, 1, 3) * np.asarray(REF_GAIN_SD)).astype(np.float32)
