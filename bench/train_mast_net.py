@@ -54,6 +54,9 @@ cells the net adds; epithelium 0.00% for every fixed-basis net):
   + ccMCT negatives, eosin gain 0.6, cross-talk 0.2: 0.845, 0.863 / 0.358, 0.247 / 0.911, 0.860; 0.22%, 0.24%
   + cast removed, cast augmentation: 0.721, 0.806 / 0.635, 0.713 / 0.963, 0.897; 0.16%, 0.16%
   + focus on 80% of batches up to 1.3 um (shipped, seed 0): 0.711, 0.792 / 0.795, 0.717 / 0.950, 0.903; 0.11%, 0.14%
+  + 120 tiles of randomly drawn styles (``--random-styles 120``, ``random_style``; not shipped): 0.789, 0.859 / 0.695,
+    0.613 / 0.907, 0.860; the rule took thresholds 0.3 and 0.2 (0.4, 0.3 without), and the held-out CRC images' cells
+    called mast by the whole detector rose (0.81%, 0.90% against 0.60%, 0.78%)
 The earlier choices, made with the image basis: measured on the
 choose sets only (tb2, CRC threshold images, synthetic dev seed 8000 in the training styles and in a
 development style drawn for it, never trained on and not the held-out ``faded``): a larger CRC share
@@ -145,6 +148,51 @@ def synthetic_set(workdir: Path, tiles_scale: float = 1.0) -> dict:
                 X[basis].append(crops(maps_of(st, basis), st.mpp, xy))
             y.append(np.array([c.label == "mast_cell" for c in tile.cells], np.int8))
         print(f"  synthetic {style} {mpp} um/px: {n} tiles", flush=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for basis in BASES:
+        np.savez(cache(basis), X=np.concatenate(X[basis]), y=np.concatenate(y))
+    return {"X": np.concatenate(X[BASIS]), "y": np.concatenate(y)}
+
+
+def random_style(rng) -> "synth.Style":
+    """A synthetic style drawn around the training styles (declared before measuring; not aimed at ``washed`` or
+    ``faded``): tissue (crypts, fat, nests, sheets, crowd), stain vectors and strengths, white balance, focus, JPEG
+    and the cells' drawing (outline wobble, chromatin, size)."""
+    lo_h, lo_e, blur = rng.uniform(0.7, 0.95), rng.uniform(0.5, 0.8), rng.uniform(0.1, 0.5)
+    q = int(rng.uniform(60, 85))
+    return synth.Style(
+        "random", crypts=rng.uniform(0.2, 0.9), fat=rng.uniform(0.1, 0.35),
+        nests=rng.uniform(2.0, 6.0) if rng.random() < 0.3 else 0.0, sheet=bool(rng.random() < 0.25),
+        crowd=rng.uniform(0.6, 1.4), rot_deg=(rng.uniform(4, 9), rng.uniform(4, 9)), eosin_shift_deg=rng.uniform(-6, 6),
+        gains=((lo_h, lo_h + rng.uniform(0.3, 0.5)), (lo_e, lo_e + rng.uniform(0.3, 0.6))),
+        cast=None if rng.random() < 0.5 else tuple(rng.uniform(0.92, 1.0, 3)), blur_um=(blur, blur + rng.uniform(0.2, 0.5)),
+        jpeg=None if rng.random() < 0.5 else (q, q + 15), wobble=rng.uniform(0.8, 1.8), chromatin=rng.uniform(0.8, 1.5),
+        size=rng.uniform(0.92, 1.1))
+
+
+def random_style_set(workdir: Path, n: int) -> dict:
+    """Crops of ``n`` tiles of randomly drawn styles (``random_style``; seeds [1000, 10, i]) in ``BASIS``, cached."""
+    def cache(basis: str) -> Path:
+        return workdir / f"mast-net-random-styles-{n}-{'v1' if basis == 'image' else 'v3-' + basis}.npz"
+
+    if cache(BASIS).exists():
+        with np.load(cache(BASIS)) as z:
+            return {k: z[k] for k in z.files}
+    X, y = {basis: [] for basis in BASES}, []
+    for i in range(n):
+        rng = np.random.default_rng([1000, 10, i])
+        name = f"_random_{i}"
+        synth.STYLES[name] = random_style(rng)  # the renderer looks styles up by name
+        try:
+            tile = synth.render_tile([1000, 10, i], synth.SynthOptions(size=512, mpp=0.5, style=name))
+        finally:
+            del synth.STYLES[name]
+        st = stain_mod.separate(tile.he, 0.5)
+        xy = np.array([(c.x, c.y) for c in tile.cells], np.float64).reshape(-1, 2) / st.factor
+        for basis in BASES:
+            X[basis].append(crops(maps_of(st, basis), st.mpp, xy))
+        y.append(np.array([c.label == "mast_cell" for c in tile.cells], np.int8))
+    print(f"  synthetic, random styles: {n} tiles", flush=True)
     workdir.mkdir(parents=True, exist_ok=True)
     for basis in BASES:
         np.savez(cache(basis), X=np.concatenate(X[basis]), y=np.concatenate(y))
@@ -420,6 +468,7 @@ def main() -> int:
     ap.add_argument("--basis", choices=BASES, default="reference", help="the stain vectors the net reads images through")
     ap.add_argument("--gain-sd", default=None, help="stain-strength augmentation SD (log scale), one value or H,E,R")
     ap.add_argument("--mix-sd", type=float, default=None, help="stain cross-talk augmentation SD")
+    ap.add_argument("--random-styles", type=int, default=0, help="also this many synthetic tiles of randomly drawn styles")
     ap.add_argument("--focus", default=None, help="focus augmentation: SHARE,MAX_UM (share of batches blurred, largest sigma)")
     ap.add_argument("--cast-sd", type=float, default=None, help="colour-cast augmentation SD (optical density)")
     ap.add_argument("--ccmct-negatives", type=float, default=CCMCT_NEGATIVES,
@@ -441,6 +490,9 @@ def main() -> int:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     syn = synthetic_set(a.workdir, a.tiles_scale)
+    if a.random_styles:
+        extra = random_style_set(a.workdir, a.random_styles)
+        syn = {"X": np.concatenate([syn["X"], extra["X"]]), "y": np.concatenate([syn["y"], extra["y"]])}
     mct, choose = ccmct_set(("tb0_*.png", "tb1_*.png"), negatives=a.ccmct_negatives), ccmct_set(("tb2_*.png",))
     crc, other = crc_set(), other_he_set()
     print(f"crops: synthetic {len(syn['X'])} ({int(syn['y'].sum())} mast), ccMCT train {len(mct['X'])} ({int(mct['y'].sum())} positive), "
