@@ -85,6 +85,35 @@ def test_a_colour_cast_is_taken_out_of_what_the_net_reads():
     assert abs(calls[0] - calls[1]) <= max(1, calls[0] // 5), calls
 
 
+def test_a_slide_measures_its_cast_once_and_every_tile_is_read_with_it():
+    from mastctl.morphology import calibrate
+    from mastctl.morphology.mastnet import default_net
+
+    tile = synth.render_tile(6, synth.SynthOptions(size=384, mpp=0.5))
+    tinted = np.clip(np.round(tile.he * np.array([0.9, 0.97, 1.0])), 0, 255).astype(np.uint8)
+    options = calibrate(tinted, 0.5)
+    assert np.allclose(options["cast_od"], -np.log([0.9, 0.97, 1.0]), atol=0.03)  # the glass of the sample
+    det = registry.create("detector", "morphology", Profile(), **options)
+    assert det.options.cast_od == options["cast_od"]
+    # a tile of dense tissue (no glass) read with the slide's cast is read as the slide reads it
+    od = -np.log(np.maximum(tinted, 1) / 255.0).sum(2)
+    y, x = np.unravel_index(np.argmax(ndi_mean(od, 96)), od.shape)
+    y, x = int(np.clip(y - 48, 0, 384 - 96)), int(np.clip(x - 48, 0, 384 - 96))
+    vectors = [np.asarray(v) for v in options["stain_vectors"]]
+    net = default_net()
+    whole = net.maps(stain.separate(tinted, 0.5, vectors), options["cast_od"])[:, y:y + 96, x:x + 96]
+    part = stain.separate(np.ascontiguousarray(tinted[y:y + 96, x:x + 96]), 0.5, vectors)
+    assert np.allclose(net.maps(part, options["cast_od"]), whole, atol=1e-4)
+    with pytest.raises(Exception):
+        registry.create("detector", "morphology", Profile(), cast_od=[0.1, 0.1])
+
+
+def ndi_mean(a, size):
+    from scipy import ndimage as ndi
+
+    return ndi.uniform_filter(a, size)
+
+
 @pytest.mark.parametrize("mpp", [0.5, 0.25])
 def test_nuclei_count_and_positions(mpp):
     r_px = 3.0 / mpp  # 6 um nuclei

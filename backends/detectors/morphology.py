@@ -43,6 +43,7 @@ class MorphologyDetector:
         normalize: bool = Field(False, description="Re-stain each image to the reference H&E first (Macenko); a model fitted with --normalize turns it on.")
         stain_vectors: list[list[float]] | None = Field(None, description="Fixed [hematoxylin, eosin] OD vectors (a slide sets them once for all its tiles).")
         nucleus_threshold: float | None = Field(None, gt=0, description="Fixed hematoxylin threshold of nuclei (likewise).")
+        cast_od: list[float] | None = Field(None, min_length=3, max_length=3, description="Fixed colour cast, optical density of R, G, B (0-0.25), taken out before the mast-cell net reads an image (likewise; null: each image's own, from its brightest pixels).")
         nuclei: str | None = Field("builtin", description="The nucleus finder: 'builtin' (the shipped learned finder, fitted on real colorectal nuclei; README), a model from `mastctl finetune nuclei` (safetensors), or 'none' (-O nuclei=none; null in a profile): the stain threshold and seeds alone (faster; they miss pale, crowded tumour nuclei).")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's; the mast-cell net's own decision point is moved onto it); higher = fewer, surer cells.")
         sheet: bool = Field(True, description="The sheet rule: a cell the mast-cell net half-believes (P >= 0.1 on its own scale) among neighbours it believes (median >= 0.2 of its 6 nearest within 20 um) is a mast cell: neoplastic mast cells grow in sheets where the net is short of sure of each (README). -O sheet=false: each cell on its own.")
@@ -138,7 +139,7 @@ class MorphologyDetector:
             from mastctl.morphology.mastnet import crop_source
 
             net = self.mast_net
-            crops = crop_source(net.maps(analysis.stained), analysis.stained.mpp)
+            crops = crop_source(net.maps(analysis.stained, o.cast_od), analysis.stained.mpp)
 
             def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
                 return net.probability(crops(xy))

@@ -399,11 +399,12 @@ def fit_from_annotations(images, truth, *, mpp: float | None = None, kind: str =
 
 
 def calibrate(pixels: np.ndarray, mpp: float, normalize: bool = False) -> dict:
-    """Stain vectors and nucleus threshold of a sample of a slide (for every tile of it)."""
+    """Stain vectors, nucleus threshold and colour cast of a sample of a slide (for every tile of it)."""
     if normalize:
         from mastctl.stains import normalize as restain
 
         pixels = restain(pixels)
     st = stain.separate(pixels, mpp)
     return {"stain_vectors": [[round(float(v), 6) for v in vec] for vec in st.vectors],
-            "nucleus_threshold": round(segment.nucleus_threshold(st), 6)}
+            "nucleus_threshold": round(segment.nucleus_threshold(st), 6),
+            "cast_od": [round(float(v), 6) for v in stain.cast_od(st)]}

@@ -58,9 +58,10 @@ class MastNet:
 
     # ------------------------------------------------------------------ inference
 
-    def maps(self, st) -> np.ndarray:
-        """(3, H, W) maps of a :class:`~mastctl.morphology.stain.Stained` image as this net reads them."""
-        return net_input(st, self.basis)
+    def maps(self, st, cast=None) -> np.ndarray:
+        """(3, H, W) maps of a :class:`~mastctl.morphology.stain.Stained` image as this net reads them (``cast``: a colour
+        cast fixed for a whole slide, optical density per RGB channel; None: the image's own)."""
+        return net_input(st, self.basis, cast)
 
     def logits(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
         """Mast logits (minus the decision shift) of (N, 3, 40, 40) float32 crops.

@@ -74,19 +74,25 @@ CAST_SHARE = 0.005  # the brightest share of pixels: the image's background (gla
 MAX_CAST_OD = 0.25  # the most optical density per channel taken for a cast (a tile with no glass: faint tissue)
 
 
-def without_cast(st: Stained) -> Stained:
-    """``st`` with the image's colour cast removed: the mean optical density of its brightest pixels (``CAST_SHARE``,
-    each channel at most ``MAX_CAST_OD``) taken from every pixel. A white balance or a tinted background adds the same
-    absorption everywhere; through fixed stain vectors it reads as a film of stain over the tissue (a blue cast as
-    hematoxylin, 0.26 per pixel: the purple of mast-cell granules on every cell)."""
+def cast_od(st: Stained) -> np.ndarray:
+    """The image's colour cast: the mean optical density (R, G, B) of its brightest pixels (``CAST_SHARE``: the glass
+    or a lumen), each channel at most ``MAX_CAST_OD`` (a tile with no glass offers faint tissue)."""
     m = stains.stain_matrix(*st.vectors).astype(np.float32)
     step = 2 if st.h.size > 40_000 else 1
     c = np.stack([st.h[::step, ::step], st.e[::step, ::step], st.r[::step, ::step]], -1).reshape(-1, 3)
     od = c @ m
     total = od.sum(1)
     bright = od[total <= np.quantile(total, CAST_SHARE)]
-    cast = np.clip(bright.mean(0), 0.0, MAX_CAST_OD) if len(bright) else np.zeros(3, np.float32)
-    offset = (cast @ np.linalg.inv(m)).astype(np.float32)  # the cast as concentrations of these vectors
+    return np.clip(bright.mean(0), 0.0, MAX_CAST_OD).astype(np.float32) if len(bright) else np.zeros(3, np.float32)
+
+
+def without_cast(st: Stained, cast=None) -> Stained:
+    """``st`` with a colour cast taken from every pixel: ``cast`` (optical density per RGB channel; a slide measures it
+    once for all its tiles), else the image's own (:func:`cast_od`). A white balance or a tinted background adds the
+    same absorption everywhere; through fixed stain vectors it reads as a film of stain over the tissue (a blue cast
+    as hematoxylin, 0.26 per pixel: the purple of mast-cell granules on every cell)."""
+    od = cast_od(st) if cast is None else np.asarray(cast, np.float32)
+    offset = (od @ np.linalg.inv(stains.stain_matrix(*st.vectors))).astype(np.float32)  # as concentrations of these vectors
     return Stained(st.h - offset[0], st.e - offset[1], st.r - offset[2], st.mpp, st.factor, st.vectors, st.estimated)
 
 
@@ -111,11 +117,12 @@ def in_basis(st: Stained, vectors) -> Stained:
 BASES = ("reference", "image")
 
 
-def net_input(st: Stained, basis: str) -> np.ndarray:
-    """The (3, H, W) maps a net of this ``basis`` (``BASES``) reads (:func:`stain_input`)."""
+def net_input(st: Stained, basis: str, cast=None) -> np.ndarray:
+    """The (3, H, W) maps a net of this ``basis`` (``BASES``) reads (:func:`stain_input`); through fixed vectors after
+    the colour cast (``cast``, else the image's own) is taken out."""
     if basis == "image":
         return stain_input(st)
     if basis != "reference":
         raise ValueError(f"unknown stain basis {basis!r}")
-    return stain_input(in_basis(without_cast(st), stains.REFERENCE_HE))
+    return stain_input(in_basis(without_cast(st, cast), stains.REFERENCE_HE))
 

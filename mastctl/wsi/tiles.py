@@ -115,8 +115,8 @@ def calibrate(reader, detector, tasks: list[TileTask], samples: int = 6) -> dict
     picks = [tasks[int(i)] for i in np.linspace(0, len(tasks) - 1, min(samples, len(tasks)))]
     down = reader.levels[picks[0].level].downsample
     tiles = [reader.read(t.level, t.x, t.y, min(512, int(t.w / down)), min(512, int(t.h / down))) for t in picks]
-    height = max(t.shape[0] for t in tiles)
-    mosaic = np.hstack([np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles])
+    height = min(t.shape[0] for t in tiles)  # side by side, cut to the shortest: no filler to pass for glass
+    mosaic = np.hstack([t[:height] for t in tiles])
     mpp = working(picks[0].mpp) * down
     return detector.slide_options(mosaic, mpp)
 
