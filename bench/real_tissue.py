@@ -15,6 +15,9 @@ Weak labels nobody on the team drew (../shared/data, see its README):
 3. Synthetic: mast-cell F1 on validation seed 9000 in the classic style, and in the held-out style no
    shipped model was trained on (`mastctl synth --style faded`; REPORT only). With ``--choose``, also the
    development style ``washed`` at seed 8000 (never trained on either; the one to CHOOSE on).
+4. With ``--choose``, normal skin: the bottom half of ``wsi/cmu_small_region.svs`` (epidermis and dermis,
+   no tumour), the share of its cells called mast. A normal dermis holds a few real mast cells (tens to a
+   hundred per mm^2): a CHOOSE set (the crop net's threshold rule reads it; its top half may be trained on).
 
 Any backend and options:
 
@@ -80,6 +83,23 @@ def ccmct(backend: str, options: dict, pattern: str) -> dict:
             labels[c.label] = labels.get(c.label, 0) + 1
     return {"crops": len(files), "cells": total, "mast_fraction": mast / max(1, total), "labels": labels,
             "per_crop_mast_fraction": per_crop}
+
+
+def normal_skin(backend: str, options: dict) -> dict:
+    """The bottom half of the normal skin of ``wsi/cmu_small_region.svs`` (epidermis and dermis): the share of its
+    cells called mast. A normal dermis holds tens to a hundred mast cells per mm^2, a few percent of its cells at
+    most. A CHOOSE set (the crop net's threshold rule reads it), never a report."""
+    from mastctl import imaging
+
+    path = DATA / "wsi" / "cmu_small_region.svs"
+    if not path.exists():
+        return {"skipped": f"{path} not found"}
+    image = imaging.load(path)
+    half = image.pixels.shape[0] // 2
+    bottom = imaging.Image(np.ascontiguousarray(image.pixels[half:, :, :3]), f"{path.stem}-bottom.png", image.mpp)
+    cells = registry.create("detector", backend, Profile(), **options).detect(bottom).cells
+    mast = sum(c.is_mast_cell for c in cells)
+    return {"cells": len(cells), "mast": mast, "mast_fraction": mast / max(1, len(cells))}
 
 
 def crc(backend: str, options: dict, folds: dict[str, list[str]] | None = None) -> dict:
@@ -172,6 +192,10 @@ def main() -> int:
         out["ccmct_tb2_choose"] = r = ccmct(backend, options, "tb2_*.png")
         if "skipped" not in r:
             print(f"ccMCT tb2 (choose)           mast fraction {r['mast_fraction']:.3f} of {r['cells']} cells")
+        out["normal_skin_choose"] = r = normal_skin(backend, options)
+        if "skipped" not in r:
+            print(f"normal skin (choose)         mast fraction {r['mast_fraction']:.3f} ({r['mast']} of {r['cells']} cells; "
+                  f"a normal dermis: a few percent at most)")
     out["crc"] = r = crc(backend, options, folds)
     if "skipped" in r:
         print(f"CRC                          skipped: {r['skipped']}")
