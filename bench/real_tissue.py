@@ -55,6 +55,7 @@ from nuclei_cv import crc_halves  # bench/ is the script's folder
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CCMCT_MPP = 0.25  # vb0: 40x crops (the tb mosaics' scale varies, ~0.2-0.6)
 CRC_MPP = 0.55
+SKIN = DATA / "wsi" / "cmu_small_region.svs"  # normal skin: its top half TRAIN, bottom half CHOOSE (``skin_choose_half``)
 CRC_CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
 
 
@@ -85,18 +86,25 @@ def ccmct(backend: str, options: dict, pattern: str) -> dict:
             "per_crop_mast_fraction": per_crop}
 
 
+def skin_choose_half():
+    """The bottom half of ``SKIN`` as an image (None where the slide is absent): the CHOOSE half (the top half may
+    be trained on, by bench/train_mast_net.py)."""
+    from mastctl import imaging
+
+    if not SKIN.exists():
+        return None
+    image = imaging.load(SKIN)
+    half = image.pixels.shape[0] // 2
+    return imaging.Image(np.ascontiguousarray(image.pixels[half:, :, :3]), f"{SKIN.stem}-choose-half.png", image.mpp)
+
+
 def normal_skin(backend: str, options: dict) -> dict:
     """The bottom half of the normal skin of ``wsi/cmu_small_region.svs`` (epidermis and dermis): the share of its
     cells called mast. A normal dermis holds tens to a hundred mast cells per mm^2, a few percent of its cells at
     most. A CHOOSE set (the crop net's threshold rule reads it), never a report."""
-    from mastctl import imaging
-
-    path = DATA / "wsi" / "cmu_small_region.svs"
-    if not path.exists():
-        return {"skipped": f"{path} not found"}
-    image = imaging.load(path)
-    half = image.pixels.shape[0] // 2
-    bottom = imaging.Image(np.ascontiguousarray(image.pixels[half:, :, :3]), f"{path.stem}-bottom.png", image.mpp)
+    bottom = skin_choose_half()
+    if bottom is None:
+        return {"skipped": f"{SKIN} not found"}
     cells = registry.create("detector", backend, Profile(), **options).detect(bottom).cells
     mast = sum(c.is_mast_cell for c in cells)
     return {"cells": len(cells), "mast": mast, "mast_fraction": mast / max(1, len(cells))}

@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import time
 from dataclasses import dataclass
@@ -292,12 +293,13 @@ def ccmct_set(patterns: tuple[str, ...], scales=CCMCT_SCALES, negatives: float =
             keep = ~ink[r, c] & (a.X[:, 0] >= MIN_AREA_UM2) & (a.X[:, 0] >= np.quantile(a.X[:, 0], SMALL_SHARE))
             keep &= a.X[:, 1] < SPINDLE if negatives > 0 else True
             keep &= a.X[:, NEIGHBOURS] >= SHEET_NEIGHBOURS  # the weak label holds in a sheet, not in the crop's stroma
-            X.append(crops(maps_of(a.stained), a.stained.mpp, a.nuclei.xy[keep]))
+            maps = maps_of(a.stained)
+            X.append(crops(maps, a.stained.mpp, a.nuclei.xy[keep]))
             if found is not None:
-                X.append(crops(maps_of(a.stained), a.stained.mpp, found_near(a, a.nuclei.xy[keep])))
+                X.append(crops(maps, a.stained.mpp, found_near(a, a.nuclei.xy[keep])))
             if negatives > 0:
                 other = ~ink[r, c] & ((a.X[:, 0] <= np.quantile(a.X[:, 0], negatives)) | (a.X[:, 1] >= SPINDLE))
-                N.append(crops(maps_of(a.stained), a.stained.mpp, a.nuclei.xy[other]))
+                N.append(crops(maps, a.stained.mpp, a.nuclei.xy[other]))
     X = np.concatenate(X + N)
     y = np.zeros(len(X), np.int8)
     y[: len(X) - sum(len(n) for n in N)] = 1
@@ -373,13 +375,19 @@ def added_by_the_net(images: list[ThresholdImage], logits: list[np.ndarray], thr
     return added / max(1, cells_seen), epithelial_added / max(1, marked)
 
 
-def called_by_the_detector(image: imaging.Image, net: MastNet, threshold: float) -> float:
-    """The share of ``image``'s cells the default detector (nucleus finder, criteria, this net and the sheet rule, as
-    ``mastctl detect`` runs them) calls mast cells with ``net`` deciding at ``threshold``."""
+@functools.cache
+def default_detector():
+    """The default morphology detector, made once (its models read from disk once)."""
     from mastctl import registry
     from mastctl.profile import Profile
 
-    detector = registry.create("detector", "morphology", Profile())
+    return registry.create("detector", "morphology", Profile())
+
+
+def called_by_the_detector(image: imaging.Image, net: MastNet, threshold: float) -> float:
+    """The share of ``image``'s cells the default detector (nucleus finder, criteria, this net and the sheet rule, as
+    ``mastctl detect`` runs them) calls mast cells with ``net`` deciding at ``threshold``."""
+    detector = default_detector()
     detector.mast_net, shift = net, net.logit_shift
     net.logit_shift = float(np.log(threshold / (1 - threshold)))
     try:
@@ -398,11 +406,13 @@ def other_he_set(skin: bool = True) -> dict:
     tumour grows in, whose fibroblasts and vessels the ccMCT positives are easily confused with; normal dermis holds
     a few real mast cells, so these are weak negatives like CRC's): its top half TRAIN, its bottom half CHOOSE.
     """
+    from real_tissue import SKIN, skin_choose_half  # bench/ is the script's folder: the one place the halves are cut
+
     sources = [(DATA / "openslide_crops" / "images-OS-1-detail.ome.tif", None, "columns"),
                (DATA / "pairs" / "same_section_he_ki67" / "he.png", 0.25, None)]
     if skin:
-        sources.append((DATA / "wsi" / "cmu_small_region.svs", None, "rows"))
-    X, choose, skin_image, found = [], [], None, finder()
+        sources.append((SKIN, None, "top"))
+    X, choose, found = [], [], finder()
     for path, mpp, split in sources:
         if not path.exists():
             continue
@@ -410,18 +420,16 @@ def other_he_set(skin: bool = True) -> dict:
         pixels = image.pixels[:, :, :3]
         h, w = pixels.shape[:2]
         parts = {"columns": [(pixels[:, : w // 2], False), (pixels[:, w // 2:], True)],
-                 "rows": [(pixels[: h // 2], False), (pixels[h // 2:], True)], None: [(pixels, False)]}[split]
+                 "top": [(pixels[: h // 2], False)], None: [(pixels, False)]}[split]
         for part, held in parts:
-            if held and split == "rows":  # the skin's choose half: the whole detector is run on it (the threshold)
-                skin_image = imaging.Image(np.ascontiguousarray(part), f"{path.stem}-choose-half.png", image.mpp)
-                continue
             a = analyse(np.ascontiguousarray(part), image.mpp, nuclei_net=found)
             xy = a.nuclei.xy if a.found is None else np.concatenate([a.nuclei.xy, a.found])
             X.append(crops(maps_of(a.stained), a.stained.mpp, xy))
             choose.append(np.full(len(X[-1]), held))
+    skin_image = skin_choose_half() if skin else None  # the whole detector is run on it (the threshold)
     if not X:
         return {"X": np.zeros((0, 3, CROP_PX + 2 * MARGIN, CROP_PX + 2 * MARGIN), np.float16), "y": np.zeros(0, np.int8),
-                "choose": np.zeros(0, bool), "skin_image": None}
+                "choose": np.zeros(0, bool), "skin_image": skin_image}
     X = np.concatenate(X)
     return {"X": X, "y": np.zeros(len(X), np.int8), "choose": np.concatenate(choose), "skin_image": skin_image}
 
@@ -609,10 +617,10 @@ def main() -> int:
         held_images = [im for im in crc["held_images"] if left_out is None or im.half != left_out]
         held_logits = [net.logits(im.crops.astype(np.float32)) for im in held_images]  # the shift is 0 until chosen
         skin = other["skin_image"]
+        bound = a.max_skin >= 0 and skin is not None
         for threshold in THRESHOLDS:
             added, epithelial = added_by_the_net(held_images, held_logits, threshold)
             passes = added <= MAX_ADDED and (not len(p_other) or np.mean(p_other >= threshold) <= MAX_CALLED)
-            bound = a.max_skin >= 0 and skin is not None
             skin_share = called_by_the_detector(skin, net, threshold) if passes and bound else None
             if passes and (not bound or skin_share <= a.max_skin):  # (the whole detector: asked only when it may decide)
                 break
