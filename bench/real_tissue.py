@@ -151,10 +151,16 @@ def crc(backend: str, options: dict, folds: dict[str, list[str]] | None = None) 
             "nucleus_recall": recall}
 
 
-def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str, seed: int = 9000) -> dict:
+def synthetic_folder(workdir: Path, tiles: int, style: str, seed: int = 9000) -> Path:
+    """A folder of ``tiles`` synthetic tiles of ``style`` at 0.5 um/px from ``seed`` with their truth, rendered once."""
     folder = workdir / f"real-tissue-synth-{style}-s{seed}-n{tiles}"
     if not (folder / f"{synth.tile_stem(seed, tiles - 1)}.json").exists():
         synth.generate(folder, tiles, seed, synth.SynthOptions(size=512, mpp=0.5, style=style))
+    return folder
+
+
+def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str, seed: int = 9000) -> dict:
+    folder = synthetic_folder(workdir, tiles, style, seed)
     profile = Profile.model_validate({"backend_options": {backend: options}} if options else {})
     run = compare.compare([folder], load_truth(folder), [backend], profile, radius_um=5.0, mode="mast").runs[0]
     if run.evaluation is None:

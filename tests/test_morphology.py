@@ -578,7 +578,8 @@ def test_normal_skin_stroma_is_not_taken_for_a_sheet_of_mast_cells():
     """Normal skin (the bottom half of the SVS: epidermis and dermis, no tumour; the crop net's threshold was chosen
     on it): a normal dermis holds tens to a hundred mast cells per mm^2, a few percent of its cells. The net before
     took its stroma cells for a tumour sheet's and the detector called 37.5% of the cells mast cells (884 of 2,357);
-    the default calls 13.6% (README: still several times too many)."""
+    the next net 13.6% (321 of 2,356): nearly all of them "nuclei" the finder put in collagen, with no hematoxylin
+    (``FOUND_MIN_H_OVER_E`` drops those: 13 of 1,439)."""
     from mastctl import imaging
 
     image = imaging.load(REAL / "wsi" / "cmu_small_region.svs")
@@ -586,4 +587,4 @@ def test_normal_skin_stroma_is_not_taken_for_a_sheet_of_mast_cells():
     bottom = imaging.Image(np.ascontiguousarray(image.pixels[half:, :, :3]), "skin.png", image.mpp)
     cells = registry.create("detector", "morphology", Profile()).detect(bottom).cells
     share = sum(c.is_mast_cell for c in cells) / len(cells)
-    assert len(cells) > 2000 and share < 0.2, share
+    assert 1000 < len(cells) < 1800 and share < 0.04, (len(cells), share)

@@ -77,7 +77,7 @@ def test_the_finder_places_the_cells_and_the_classifiers_name_them():
     found = np.array([(11.0, 10.0), (51.0, 49.0), (200.0, 200.0), (10.0, 14.0)])
     a = Analysis(st, segment.Nuclei(np.zeros((64, 64), np.int32), 0, np.zeros((0, 2))), np.zeros((0, 1)),
                  found=found, found_score=np.array([0.9, 0.8, 0.45, 0.6]))
-    out = {(c.x, c.y): c for c in placed_by_the_finder(cells, a)}
+    out = {(c.x, c.y): c for c in placed_by_the_finder(cells, a, min_h_over_e=0)}  # (blank glass: no stain to check)
     assert set(out) == {(11.0, 10.0), (51.0, 49.0), (90, 90), (200.0, 200.0)}
     assert (out[11.0, 10.0].label, out[11.0, 10.0].kind, out[11.0, 10.0].confidence) == ("mast_cell", "explicit", 0.9)
     assert out[51.0, 49.0].label == "lymphocyte"  # moved onto the finder's centre, class kept
@@ -108,6 +108,38 @@ def test_pale_nuclei_the_stain_threshold_misses_are_cells_with_the_finder():
     assert all(c.label == "other" for c in cells if min(np.hypot(c.x - px, c.y - py) for px, py in pale) < 2)
 
 
+def test_a_peak_the_finder_puts_in_collagen_is_not_a_cell():
+    """A found nucleus with no seeded region and no hematoxylin (eosin-dense collagen, where the finder fitted on
+    colorectal cancer fires in a dermis) is dropped; ``found_min_h_over_e=0`` keeps it, as the finder said."""
+    from mastctl.morphology import analyse, classify, default_model, hematoxylin_over_eosin
+    from tests.test_morphology import disc_image
+
+    dark, collagen = [(40.0, 40.0), (100.0, 40.0), (40.0, 110.0)], [(110.0, 115.0)]
+    image = disc_image(dark, 6.0, size=160, e_background=0.8)
+
+    class Finder:  # sees the three nuclei and a "nucleus" in the bare eosin
+        def proximity(self, st):
+            return nucleinet.target_map(st.h.shape, np.array(dark + collagen), nucleinet.RADIUS_UM / 0.5)
+
+        def peaks(self, prox, mpp):
+            return nucleinet.find_peaks(prox, mpp, 0.3)
+
+    analysis = analyse(image, 0.5, nuclei_net=Finder())
+    ratio = hematoxylin_over_eosin(analysis.stained, np.array(dark + collagen))
+    assert ratio[:3].min() > 2 and ratio[3] < 0.1
+    kept = classify(analysis, default_model())
+    assert len(kept) == 3 and len(match(np.array([(c.x, c.y) for c in kept]), dark, 2.0).pairs) == 3
+    every = classify(analysis, default_model(), found_min_h_over_e=0)
+    assert len(every) == 4 and len(match(np.array([(c.x, c.y) for c in every]), collagen, 2.0).pairs) == 1
+
+
+def test_the_detector_option_and_the_constant_agree():
+    from mastctl.morphology import FOUND_MIN_H_OVER_E
+    from mastctl.backends.detectors.morphology import MorphologyDetector
+
+    assert MorphologyDetector.Options().found_min_h_over_e == FOUND_MIN_H_OVER_E
+
+
 def test_the_net_is_asked_about_a_nucleus_only_the_finder_saw():
     from mastctl.cells import Cell
     from mastctl.morphology import Analysis, placed_by_the_finder, segment
@@ -121,7 +153,7 @@ def test_the_net_is_asked_about_a_nucleus_only_the_finder_saw():
         asked.append(xy.copy())
         return np.where(xy[:, 0] > 250, 0.2, 0.8)
 
-    out = placed_by_the_finder([Cell(10, 10, "lymphocyte", None, 0.8)], a, p_net, mast_threshold=0.3)
+    out = placed_by_the_finder([Cell(10, 10, "lymphocyte", None, 0.8)], a, p_net, mast_threshold=0.3, min_h_over_e=0)
     assert len(asked) == 1 and np.allclose(asked[0], [(200.0, 200.0), (300.0, 40.0)])  # only about the finder's own
     by_x = {c.x: c for c in out}
     assert by_x[11.0].label == "lymphocyte" and by_x[300.0].label == "other"
@@ -167,7 +199,7 @@ def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
     sheet = [c for name in ("tb2_00", "tb2_20")
              for c in det.detect(imaging.load(REAL / "ccmct" / f"{name}.png", mpp=0.25)).cells]
     by_sheet = sum("sheet_neighbours_p" in c.features for c in sheet)
-    assert by_sheet >= 15 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7
+    assert by_sheet >= 10 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7
     epithelial = load_truth(REAL / "crc_nuclei" / "points.csv", classes=["epithelial"])
     promoted = 0
     for name in ("img10", "img18", "img22"):  # glands: the net believes no neighbourhood there
