@@ -104,6 +104,12 @@ def test_a_slide_measures_its_cast_once_and_every_tile_is_read_with_it():
     whole = net.maps(stain.separate(tinted, 0.5, vectors), options["cast_od"])[:, y:y + 96, x:x + 96]
     part = stain.separate(np.ascontiguousarray(tinted[y:y + 96, x:x + 96]), 0.5, vectors)
     assert np.allclose(net.maps(part, options["cast_od"]), whole, atol=1e-4)
+    # and so is the collagen check of the nuclei only the finder found (hematoxylin per eosin, through the same vectors)
+    from mastctl.morphology import hematoxylin_over_eosin
+
+    points = np.array([(20.0, 30.0), (48.0, 48.0), (70.0, 15.0)])
+    read = hematoxylin_over_eosin(stain.separate(tinted, 0.5, vectors), points + (x, y), cast=options["cast_od"])
+    assert np.allclose(hematoxylin_over_eosin(part, points, cast=options["cast_od"]), read, rtol=1e-3)
     with pytest.raises(Exception):
         registry.create("detector", "morphology", Profile(), cast_od=[0.1, 0.1])
 
