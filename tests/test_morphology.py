@@ -355,7 +355,8 @@ def test_mast_threshold_reports_less_likely_mast_cells_with_their_probability():
 def test_a_cell_is_a_mast_cell_when_either_expert_is_sure_of_it():
     """The crop net's opinion joins the criteria model's: P(mast) is the larger of the two, the net's decision
     point (0.5) lands on the model's threshold, a stricter mast_threshold makes both stricter, and what the
-    criteria model says is no cell at all stays dropped."""
+    criteria model says is no cell at all stays dropped. Only a net sure that a criteria call is no mast cell (its own
+    P under ``net_veto``) takes it away."""
     from mastctl.morphology import classify
 
     probs = [[0.40, 0.05, 0.40, 0.05, 0.03, 0.03, 0.02, 0.02],  # the criteria model: a mast cell (0.45 >= 0.3)
@@ -365,10 +366,13 @@ def test_a_cell_is_a_mast_cell_when_either_expert_is_sure_of_it():
     model = Stub("logistic", list(measure.FEATURE_NAMES), list(CLASSES), {}, 1.0, 1.0, 0.3)
     alone = classify(analysis, model)
     assert [c.label for c in alone] == ["mast_cell", "lymphocyte"]
-    unsure = classify(analysis, model, p_net=np.array([0.05, 0.40, 0.99]))
-    assert [c.label for c in unsure] == ["mast_cell", "lymphocyte"]  # the net never takes a mast cell away
-    assert unsure[0].confidence == pytest.approx(alone[0].confidence)
-    sure = classify(analysis, model, p_net=np.array([0.05, 0.60, 0.99]))
+    unsure = classify(analysis, model, p_net=np.array([0.10, 0.40, 0.99]))
+    assert [c.label for c in unsure] == ["mast_cell", "lymphocyte"]  # a doubtful net takes no mast cell away
+    assert unsure[0].confidence == pytest.approx(alone[0].confidence) and "p_mast_net" not in unsure[0].features
+    vetoed = classify(analysis, model, p_net=np.array([0.05, 0.40, 0.99]))  # the net is sure the first is none
+    assert [c.label for c in vetoed] == ["lymphocyte", "lymphocyte"] and vetoed[0].features["p_mast_net"] < 0.3
+    assert [c.label for c in classify(analysis, model, p_net=np.array([0.05, 0.40, 0.99]), net_veto=0)] == ["mast_cell", "lymphocyte"]
+    sure = classify(analysis, model, p_net=np.array([0.10, 0.60, 0.99]))
     assert [c.label for c in sure] == ["mast_cell", "mast_cell"]  # and never makes a cell of a non-cell
     assert sure[1].confidence > 0.3 and sure[1].kind in ("explicit", "implicit")
     assert [c.label for c in classify(analysis, model, 0.5, p_net=np.array([0.05, 0.60, 0.99]))] == ["lymphocyte", "lymphocyte"]

@@ -9,7 +9,8 @@ and a calibrated per-nucleus classifier: the built-in criteria model, or one
 fitted to your annotations with `mastctl finetune morphology` and passed as
 ``--option model=model.json`` (or ``backend_options.morphology.model``), with a
 second opinion from the built-in mast-cell crop net (``mast_net``; ``-O
-mast_net=none`` turns it off): a nucleus is a mast cell when either is sure, or
+mast_net=none`` turns it off): a nucleus is a mast cell when either is sure (and the net does
+not veto it: ``net_veto``), or
 when the net half-believes it among neighbours it believes (``sheet``).
 """
 
@@ -46,6 +47,7 @@ class MorphologyDetector:
         cast_od: list[float] | None = Field(None, min_length=3, max_length=3, description="Fixed colour cast, optical density of R, G, B (0-0.25), taken out before the mast-cell net reads an image (likewise; null: each image's own, from its brightest pixels).")
         nuclei: str | None = Field("builtin", description="The nucleus finder: 'builtin' (the shipped learned finder, fitted on real colorectal nuclei; README), a model from `mastctl finetune nuclei` (safetensors), or 'none' (-O nuclei=none; null in a profile): the stain threshold and seeds alone (faster; they miss pale, crowded tumour nuclei).")
         found_min_h_over_e: float = Field(0.5, ge=0, description="A nucleus only the learned finder found (no stain-threshold region under it) is kept when its centre reads at least this much hematoxylin per eosin: the finder, fitted on colorectal cancer, also fires on the eosin-dense collagen of a dermis (README). 0: keep them all.")
+        net_veto: float = Field(0.07, ge=0, lt=0.5, description="The mast-cell net overrules a mast call of the built-in criteria classifier when its own P(mast) is below this: the criteria learned the synthetic renderer and, on stains they never saw, take lymphocytes and plasma cells for mast cells (README). 0: never; off with a `model` of your own unless set.")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's; the mast-cell net's own decision point is moved onto it); higher = fewer, surer cells.")
         sheet: bool = Field(True, description="The sheet rule: a cell the mast-cell net half-believes (P >= 0.1 on its own scale) among neighbours it believes (median >= 0.2 of its 6 nearest within 20 um) is a mast cell: neoplastic mast cells grow in sheets where the net is short of sure of each (README). -O sheet=false: each cell on its own.")
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
@@ -80,6 +82,13 @@ class MorphologyDetector:
             from mastctl.morphology.nucleinet import NucleusNet
 
             self.nuclei_net = NucleusNet.load(self.options.nuclei)
+
+    @property
+    def net_veto(self) -> float:
+        """The crop net's veto over the classifier's mast calls: the built-in criteria learned the renderer, a model
+        fitted to your own labels did not, so with ``model`` it is off unless ``net_veto`` is set."""
+        o = self.options
+        return o.net_veto if o.model is None or "net_veto" in o.model_fields_set else 0.0
 
     @property
     def mast_threshold(self) -> float:
@@ -145,6 +154,6 @@ class MorphologyDetector:
             def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
                 return net.probability(crops(xy))
         cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net, sheet=SHEET_RULE if o.sheet else None,
-                         found_min_h_over_e=o.found_min_h_over_e, cast=o.cast_od)
+                         found_min_h_over_e=o.found_min_h_over_e, cast=o.cast_od, net_veto=self.net_veto)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})
