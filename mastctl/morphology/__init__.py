@@ -141,7 +141,9 @@ def classify(analysis: Analysis, model: Model, mast_threshold: float | None = No
 
     P = model.predict_proba(model.select(analysis.X, measure.FEATURE_NAMES))
     if len(P) == 0:
-        return placed_by_the_finder([], analysis, min_h_over_e=found_min_h_over_e, cast=cast) if analysis.found is not None else []
+        if analysis.found is None:
+            return []
+        return placed_by_the_finder([], analysis, min_h_over_e=found_min_h_over_e, cast=cast)
     ie, ii, isp = CLASSES.index("mast_explicit"), CLASSES.index("mast_implicit"), CLASSES.index("spurious")
     threshold = mast_threshold if mast_threshold is not None else model.mast_threshold
     xy = analysis.xy
@@ -219,8 +221,8 @@ def placed_by_the_finder(cells: list[Cell], analysis: Analysis, p_net: Callable[
     the stain threshold missed (pale, crowded tumour nuclei; the classifiers never saw such regions), unless it
     lies within ``radius_um`` of a cell already placed (a second peak in one nucleus, an eosinophil's other
     lobe), or unless its centre reads less than ``min_h_over_e`` hematoxylin per eosin (``hematoxylin_over_eosin``, with
-    the colour cast ``cast``; 0: no such test): the finder's peaks in collagen, which hold no nucleus. ``p_net`` (the crop net's P(mast) of working-pixel positions, on the scale of ``mast_threshold``), if
-    given, is asked about it, and where it reaches ``mast_threshold`` (None: 0.5) it is a mast cell of unknown
+    the colour cast ``cast``; 0: no such test): the finder's peaks in collagen, which hold no nucleus. ``p_net`` (the
+    crop net's P(mast) of working-pixel positions, on the scale of ``mast_threshold``), if given, is asked about it, and where it reaches ``mast_threshold`` (None: 0.5) it is a mast cell of unknown
     kind; otherwise it is ``other``, with the finder's own score as its confidence. Two found nuclei in one
     seeded region are two cells (the seeds merge touching nuclei), and a region the criteria model judged no cell
     does not hide a found nucleus: on the CRC halves either rule cost nucleus F1 (0.003 and 0.03).
