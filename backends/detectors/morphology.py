@@ -133,6 +133,7 @@ class MorphologyDetector:
         import numpy as np
 
         from mastctl.morphology import SHEET_RULE, analyse, classify
+        from mastctl.morphology.stain import cast_od
 
         mpp = working(image.mpp)
         if mpp > MAX_MPP:
@@ -145,15 +146,17 @@ class MorphologyDetector:
                            nuclei_net=self.nuclei_net)
         t1 = time.perf_counter()
         p_net = None
+        # the colour cast the net's maps and the collagen check read the stains without: the slide's, else the image's own
+        cast = o.cast_od if o.cast_od is not None or not len(analysis.X) else cast_od(analysis.stained)
         if self.mast_net is not None and len(analysis.X):
             from mastctl.morphology.mastnet import crop_source
 
             net = self.mast_net
-            crops = crop_source(net.maps(analysis.stained, o.cast_od), analysis.stained.mpp)
+            crops = crop_source(net.maps(analysis.stained, cast), analysis.stained.mpp)
 
             def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
                 return net.probability(crops(xy))
         cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net, sheet=SHEET_RULE if o.sheet else None,
-                         found_min_h_over_e=o.found_min_h_over_e, cast=o.cast_od, net_veto=self.net_veto)
+                         found_min_h_over_e=o.found_min_h_over_e, cast=cast, net_veto=self.net_veto)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})
