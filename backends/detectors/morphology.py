@@ -147,7 +147,8 @@ class MorphologyDetector:
         t1 = time.perf_counter()
         p_net = None
         # the colour cast the net's maps and the collagen check read the stains without: the slide's, else the image's own
-        cast = o.cast_od if o.cast_od is not None or not len(analysis.X) else cast_od(analysis.stained)
+        asks = len(analysis.X) and (self.mast_net is not None or analysis.found is not None)
+        cast = cast_od(analysis.stained) if o.cast_od is None and asks else o.cast_od
         if self.mast_net is not None and len(analysis.X):
             from mastctl.morphology.mastnet import crop_source
 

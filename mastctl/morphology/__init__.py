@@ -279,11 +279,10 @@ def hematoxylin_over_eosin(st: stain.Stained, xy: np.ndarray, sigma_um: float = 
     def at(channel: np.ndarray) -> np.ndarray:
         return (channel[rows[:, :, None], cols[:, None, :]] * weight).sum(axis=(1, 2)) / weight.sum()
 
-    own = np.stack([at(st.h), at(st.e), at(st.r)], axis=1)  # (n, 3) in the image's vectors: linear, so the mean commutes
-    m_own = stains.stain_matrix(*st.vectors)
-    od = (stain.cast_od(st) if cast is None else np.asarray(cast, np.float64)) @ np.linalg.inv(m_own)
-    ref = (own - od) @ (m_own @ np.linalg.inv(stains.stain_matrix(*stains.REFERENCE_HE)))
-    return ref[:, 0] / np.maximum(ref[:, 1], 1e-3)
+    # the concentrations are linear in optical density, so the means convert as the maps would (stain.net_input)
+    sampled = replace(st, h=at(st.h), e=at(st.e), r=at(st.r))
+    ref = stain.in_basis(stain.without_cast(sampled, stain.cast_od(st) if cast is None else cast), stains.REFERENCE_HE)
+    return ref.h / np.maximum(ref.e, 1e-3)
 
 
 def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, rule: SheetRule = SHEET_RULE) -> list[Cell]:
