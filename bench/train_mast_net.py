@@ -414,20 +414,26 @@ def called_by_the_detector(image: imaging.Image, net: MastNet, threshold: float)
     return sum(c.is_mast_cell for c in cells) / max(1, len(cells))
 
 
-def development_precision(workdir: Path, net: MastNet, threshold: float) -> float:
-    """The share of the default detector's mast calls (``net`` deciding at ``threshold``) on the development style's
-    tiles that are mast cells (within 5 um of one, one to one), as bench/real_tissue.py --choose scores them."""
+@functools.cache
+def development_tiles(workdir: Path) -> list:
+    """(image, true cells) of the development style's tiles (rendered once, read once)."""
     from real_tissue import synthetic_folder
 
-    from mastctl.metrics import score_image
     from mastctl.truth import image_key, load_truth
 
     folder = synthetic_folder(workdir, DEV_TILES, synth.DEV_STYLE, DEV_SEED)
-    truth, right, calls = load_truth(folder), 0, 0
-    for path in sorted(folder.glob("*_he.png")):
-        image = imaging.load(path)
-        scored = score_image(path.name, detected_with(image, net, threshold), truth[image_key(path)].cells,
-                             5.0 / image.mpp, mode="mast")
+    truth = load_truth(folder)
+    return [(imaging.load(path), truth[image_key(path)].cells) for path in sorted(folder.glob("*_he.png"))]
+
+
+def development_precision(workdir: Path, net: MastNet, threshold: float) -> float:
+    """The share of the default detector's mast calls (``net`` deciding at ``threshold``) on the development style's
+    tiles that are mast cells (within 5 um of one, one to one), as bench/real_tissue.py --choose scores them."""
+    from mastctl.metrics import score_image
+
+    right = calls = 0
+    for image, true_cells in development_tiles(workdir):
+        scored = score_image(image.path, detected_with(image, net, threshold), true_cells, 5.0 / image.mpp, mode="mast")
         right, calls = right + scored.detection.tp, calls + scored.pred_count
     return right / max(1, calls)
 
