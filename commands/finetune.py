@@ -75,7 +75,7 @@ def nuclei(
     truth_class: Annotated[list[str] | None, typer.Option("--truth-class", help="Keep only truth rows of this class (repeatable).", show_default=False)] = None,
     mpp: Annotated[float | None, O.mpp("Micrometres per pixel when files carry none.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    basis: Annotated[str, typer.Option("--basis", help="Stain vectors the finder reads images through: image (each image's own Macenko estimate, as the built-in finder) or reference (fixed, after the image's colour cast is taken out: better on images of the laboratory it was fitted on, worse on others').")] = "image",
+    basis: Annotated[str, typer.Option("--basis", help="What the finder reads: od (the image's absorption per RGB channel, with stain strength and hue varied in training, as the built-in finder), image (stain concentrations through each image's own Macenko estimate: its input jumps where the estimate falls back) or reference (through fixed vectors after the colour cast is taken out).")] = "od",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model file.")] = False,
 ) -> None:
     """Fit a small nucleus finder (U-Net, torch, CPU minutes) to point annotations of nuclei.

@@ -50,7 +50,7 @@ def test_a_finder_reading_fixed_vectors_keeps_them_in_its_file_and_reads_any_est
     net = N.fit(_examples(tiles[:1]), steps=3, width=4, basis="reference")
     again = N.NucleusNet.load(net.save(tmp_path / "r.safetensors"))
     assert again.basis == "reference" and N.NucleusNet.load(N.fit(_examples(tiles[:1]), steps=3, width=4).save(
-        tmp_path / "i.safetensors")).basis == "image"
+        tmp_path / "i.safetensors")).basis == "od"
     own = stain.separate(tiles[1].he, 0.5)
     standard = stain.separate(tiles[1].he, 0.5, vectors=(stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN)))
     assert np.allclose(again.proximity(own), again.proximity(standard), atol=1e-4)
@@ -58,6 +58,21 @@ def test_a_finder_reading_fixed_vectors_keeps_them_in_its_file_and_reads_any_est
 
     with pytest.raises(InputError, match="unknown stain basis"):
         N.NucleusNet.load(replace(again, basis="sideways").save(tmp_path / "odd.safetensors"))
+
+
+def test_absorption_training_patches_vary_the_stains_and_nothing_else(tiles, monkeypatch):
+    ex = _examples(tiles[:1])[0]
+    od = stain.net_input(ex.st, "od")
+    # at 0.5 um/px one image pixel is one working pixel
+    assert np.allclose(od.transpose(1, 2, 0), np.clip(stain.stains.od_lut(tiles[0].he), 0, 3), atol=1e-4)
+    rng = np.random.default_rng(0)
+    varied = N._od_augmented(od, ex.st.vectors, rng)
+    assert varied.shape == od.shape and not np.allclose(varied, od, atol=0.02)
+    monkeypatch.setattr(N, "OD_GAIN_SD", (0.0, 0.0))
+    monkeypatch.setattr(N, "OD_TURN_DEG", (0.0, 0.0))
+    monkeypatch.setattr(N, "OD_CAST_SD", 0.0)
+    # split into its stains and recomposed unchanged: exact
+    assert np.allclose(N._od_augmented(od, ex.st.vectors, rng), od, atol=1e-4)
 
 
 def test_model_file_round_trip_without_pickle(tmp_path, tiles):
@@ -88,7 +103,7 @@ def test_finetune_nuclei_then_detect_with_it(cli, tmp_path, tiles):
     assert r.exit_code == 2 and "--force" in r.stderr
     r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "-o", tmp_path / "n.json")
     assert r.exit_code == 2 and "safetensors" in r.stderr
-    assert N.NucleusNet.load(out).basis == "image"  # as the built-in finder
+    assert N.NucleusNet.load(out).basis == "od"  # as the built-in finder
     fixed = tmp_path / "fixed.safetensors"
     r = cli("finetune", "nuclei", "-i", tmp_path / "train", "-t", tmp_path / "train", "--steps", "5", "--width", "4",
             "--basis", "reference", "-o", fixed)
@@ -129,8 +144,7 @@ def test_numpy_and_torch_maps_agree_and_flips_average_the_four(tiles, monkeypatc
     assert fast.shape == st.h.shape and np.abs(net.proximity(st) - fast).max() < 1e-5
     net.flips = True
     flipped = net.proximity(st)
-    x = N.stain_input(st)
-    x = np.pad(x, ((0, 0), (0, 2), (0, 2)), mode="reflect")
+    x = np.pad(stain.net_input(st, net.basis), ((0, 0), (0, 2), (0, 2)), mode="reflect")
     by_hand = sum(np.flip(net._forward(np.ascontiguousarray(np.flip(x, ax))), tuple(a - 1 for a in ax))
                   for ax in ((), (1,), (2,), (1, 2))) / 4
     assert np.abs(flipped - by_hand[:250, :230]).max() < 1e-6 and np.abs(flipped - fast).max() > 1e-4

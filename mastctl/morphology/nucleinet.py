@@ -4,9 +4,10 @@ The built-in nucleus proposals (hematoxylin threshold, difference-of-Gaussians
 seeds, watershed) are tuned to the stromal cells a mast-cell count is about;
 real tumour epithelium — large, pale, vesicular, crowded nuclei — defeats
 them. A small U-Net (``build``: about 30k weights at width 8, 120k at 16) maps
-the stain concentrations (hematoxylin, eosin, residual, at the detector's
-working scale; an image far from the scale it was fitted at is resampled to
-it and back) to a proximity map, exp(-(d / r)^2) of the distance to the
+the image's absorption (optical density per RGB channel, basis ``"od"``; older
+finders read stain concentrations, ``stain.BASES``), at the detector's working
+scale (an image far from the scale it was fitted at is resampled to it and
+back), to a proximity map, exp(-(d / r)^2) of the distance to the
 nearest nucleus centre; its peaks are nuclei, above a threshold chosen on
 held-out images. The detector reports a cell at each peak and takes its class
 from the seeded region under it (``morphology.placed_by_the_finder``). The
@@ -324,7 +325,7 @@ class Example:
     st: Stained
 
 
-def example(name: str, st: Stained, points_px: np.ndarray, basis: str = "image") -> Example:
+def example(name: str, st: Stained, points_px: np.ndarray, basis: str = "od") -> Example:
     pts = np.asarray(points_px, float).reshape(-1, 2) / st.factor
     return Example(name, net_input(st, basis), target_map(st.h.shape, pts, RADIUS_UM / st.mpp), pts, st)
 
@@ -340,7 +341,7 @@ def device_for(device: str | None = None, gpu=None) -> str:
 
 
 def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
-          device: str | None = None, on_step: Callable[[int, float], None] | None = None, basis: str = "image"):
+          device: str | None = None, on_step: Callable[[int, float], None] | None = None, basis: str = "od"):
     """A U-Net fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule).
 
     Through fixed vectors (``basis`` "reference") each patch also gets a colour cast the image's own correction may
@@ -369,7 +370,7 @@ def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch:
 
 def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
         val_fraction: float = 0.2, folds: int = 0, device: str | None = None,
-        on_step: Callable[[int, float], None] | None = None, basis: str = "image") -> NucleusNet:
+        on_step: Callable[[int, float], None] | None = None, basis: str = "od") -> NucleusNet:
     """Fit the U-Net to ``examples`` and choose its peak threshold on images it did not see.
 
     ``folds`` < 2: a ``val_fraction`` of the images is held out and the threshold chosen on them.
@@ -421,7 +422,7 @@ def fold_splits(n: int, folds: int, seed: int = 0) -> list[tuple[list[int], list
     return [(sorted(set(range(n)) - set(held.tolist())), held.tolist()) for held in np.array_split(order, folds)]
 
 
-def _patch(ex: Example, rng: np.random.Generator, basis: str = "image") -> tuple[np.ndarray, np.ndarray]:
+def _patch(ex: Example, rng: np.random.Generator, basis: str = "od") -> tuple[np.ndarray, np.ndarray]:
     """A random PATCH-square crop (reflect-padded when the image is smaller), rotated, flipped, stain-jittered."""
     x, y = ex.stains, ex.target
     h, w = y.shape
@@ -436,6 +437,8 @@ def _patch(ex: Example, rng: np.random.Generator, basis: str = "image") -> tuple
     xp, yp = np.rot90(xp, k, axes=(1, 2)), np.rot90(yp, k)
     if rng.random() < 0.5:
         xp, yp = xp[:, :, ::-1], yp[:, ::-1]
+    if basis == "od":
+        return _od_augmented(xp, ex.st.vectors, rng), np.ascontiguousarray(yp, dtype=np.float32)
     if basis != "reference":
         gain = rng.uniform(0.8, 1.2, size=(3, 1, 1)).astype(np.float32)  # staining strength varies by lab and slide
         return np.ascontiguousarray(xp * gain, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
@@ -448,6 +451,25 @@ def _patch(ex: Example, rng: np.random.Generator, basis: str = "image") -> tuple
     xp = np.einsum("ij,jhw->ihw", (mixing * gain[:, None]).T.astype(np.float32), xp.astype(np.float32))
     xp = xp + (rng.normal(0, CAST_SD, 3) @ np.linalg.inv(stain_matrix(*REFERENCE_HE))).astype(np.float32)[:, None, None]
     return np.ascontiguousarray(xp, dtype=np.float32), np.ascontiguousarray(yp, dtype=np.float32)
+
+
+OD_GAIN_SD = (0.2, 0.35)  # hematoxylin, eosin strength (log scale) of an "od" finder's training patches
+OD_TURN_DEG = (6.0, 10.0)  # ... and how far their hues turn
+OD_CAST_SD = 0.03
+
+
+def _od_augmented(od: np.ndarray, vectors, rng: np.random.Generator) -> np.ndarray:
+    """A patch's absorption re-stained: split into its stains (the image's vectors), each stain's strength and hue
+    changed, recomposed, and a colour cast added."""
+    from mastctl.stains import rotate_vector, stain_matrix
+
+    own = stain_matrix(*vectors)
+    conc = np.einsum("jhw,jk->khw", od, np.linalg.inv(own).astype(np.float32))
+    gain = np.exp(np.append(rng.normal(0, 1, 2) * np.asarray(OD_GAIN_SD), 0.0))
+    turned = stain_matrix(*(rotate_vector(v, abs(rng.normal(0, d)), rng) for v, d in zip(own[:2], OD_TURN_DEG)))
+    out = np.einsum("khw,kj->jhw", conc, (turned * gain[:, None]).astype(np.float32))
+    out += rng.normal(0, OD_CAST_SD, 3).astype(np.float32)[:, None, None]
+    return np.ascontiguousarray(np.clip(out, 0.0, 3.0), dtype=np.float32)
 
 
 def match_counts(net: NucleusNet, examples: Iterable[Example], radius_um: float = VAL_RADIUS_UM) -> np.ndarray:

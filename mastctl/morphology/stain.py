@@ -114,7 +114,11 @@ def in_basis(st: Stained, vectors) -> Stained:
 # at all, and the estimate falls back to the standard vector. In real mast cell tumour that regime held 62% of the
 # crops the crop net was trained on (tb0/tb1) and 14% of the CRC negatives, and the net learned it: 0.6-0.8 of a
 # tumour crop's cells called mast cells in that regime, 0.02-0.2 outside it (vb0).
-BASES = ("reference", "image")
+# "od" reads no stain vectors at all: the image's absorption per RGB channel (the nucleus finder since 2026-12-06; its
+# training varies each stain's strength and hue instead, nucleinet._od_augmented). The image's own Macenko eosin falls
+# back to the standard vector past 35 degrees, and a CRC image just past it (img18) lost 330 of its 345 nuclei to a
+# finder reading that estimate.
+BASES = ("reference", "image", "od")
 
 
 def net_input(st: Stained, basis: str, cast=None) -> np.ndarray:
@@ -122,7 +126,17 @@ def net_input(st: Stained, basis: str, cast=None) -> np.ndarray:
     the colour cast (``cast``, else the image's own) is taken out."""
     if basis == "image":
         return stain_input(st)
+    if basis == "od":
+        return optical_density(st)
     if basis != "reference":
         raise ValueError(f"unknown stain basis {basis!r}")
     return stain_input(in_basis(without_cast(st, cast), stains.REFERENCE_HE))
 
+
+
+def optical_density(st: Stained) -> np.ndarray:
+    """(3, H, W) float32: the image's absorption (optical density per RGB channel) at the working scale, whatever
+    vectors ``st`` was separated with (exact: OD = C @ M), clipped to its useful range."""
+    m = stains.stain_matrix(*st.vectors).astype(np.float32)
+    od = [st.h * m[0, k] + st.e * m[1, k] + st.r * m[2, k] for k in range(3)]
+    return np.clip(np.stack(od), 0.0, 3.0).astype(np.float32)
