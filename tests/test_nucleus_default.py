@@ -73,7 +73,7 @@ def test_an_image_whose_eosin_estimate_falls_back_keeps_its_nuclei():
     found = [net.peaks(net.proximity(st), st.mpp) for st in split]
     assert np.allclose(found[0], found[1], atol=0.01)
     precision, recall = _scores(found[0], np.array([(c.x, c.y) for c in truth.cells]), 6.0)
-    assert recall > 0.8 and precision > 0.6, (precision, recall)  # 0.91 and 0.65 (2026-12-06)
+    assert recall > 0.8 and precision > 0.6, (precision, recall)  # 0.88 and 0.68 (2026-12-06)
 
 
 def test_the_default_detector_uses_it_and_none_turns_it_off():

@@ -133,7 +133,6 @@ def net_input(st: Stained, basis: str, cast=None) -> np.ndarray:
     return stain_input(in_basis(without_cast(st, cast), stains.REFERENCE_HE))
 
 
-
 def optical_density(st: Stained) -> np.ndarray:
     """(3, H, W) float32: the image's absorption (optical density per RGB channel) at the working scale, whatever
     vectors ``st`` was separated with (exact: OD = C @ M), clipped to its useful range."""
