@@ -278,9 +278,10 @@ def annotation_ink(rgb: np.ndarray) -> np.ndarray:
     return ndi.binary_dilation(orange | h | v | grey, iterations=6)
 
 
+@functools.cache
 def finder():
     """The nucleus finder whose nuclei are crop positions when ``FINDER_POSITIONS`` (``FINDER_FILE``, else the shipped
-    one), else None."""
+    one), else None; loaded once (``main`` sets both before the crops are cut)."""
     if not FINDER_POSITIONS:
         return None
     from mastctl.morphology.nucleinet import NucleusNet, default_net

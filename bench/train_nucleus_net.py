@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("--skip-shipped", action="store_true", help="only the fold finders")
     ap.add_argument("--steps", type=int, default=RECIPE["steps"], help="fewer for a smoke test")
     ap.add_argument("--basis", choices=nucleinet.BASES, default=RECIPE["basis"], help="the stain vectors it reads images through")
-    ap.add_argument("--folds", type=int, default=RECIPE.get("folds", 0),
+    ap.add_argument("--folds", type=int, default=RECIPE["folds"],
                     help="choose the threshold on K-fold out-of-fold maps of every image (K+1 fits); 0: a held-out fifth")
     a = ap.parse_args()
     if not CRC.exists():
