@@ -105,8 +105,10 @@ def speed(images: list[Path], detector, repeat: int) -> tuple[float, float, floa
     return sum(decode.values()), sum(whole.values()), sum(pixels.values()) / 1e6
 
 
-def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = None, folds: int = 0) -> dict:
-    """Nucleus F1 on each CRC half with a nucleus finder fitted on the other half (or ``models``, one per fold)."""
+def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = None, folds: int = 0,
+                 options: dict | None = None) -> dict:
+    """Nucleus F1 on each CRC half with a nucleus finder fitted on the other half (or ``models``, one per fold), the
+    morphology detector run with ``options`` (the command line's ``-O``) besides."""
     from mastctl.morphology import nucleinet
     from mastctl.truth import image_key
 
@@ -125,7 +127,7 @@ def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = N
                                 folds=folds)
             path = net.save(workdir / f"crc-nuclei-fold{k}.safetensors")
         fit_s = time.perf_counter() - t0
-        profile = Profile.model_validate({"backend_options": {"morphology": {"nuclei": str(path)}}})
+        profile = Profile.model_validate({"backend_options": {"morphology": {**(options or {}), "nuclei": str(path)}}})
         result = compare.compare(held_out, {image_key(p): truth[image_key(p)] for p in held_out}, ["morphology"], profile,
                                  radius_px=6.0, mode="cells", mpp=0.55)
         d = result.runs[0].evaluation.detection
@@ -207,7 +209,8 @@ def main() -> int:
                 parser.error("--crc-nuclei-models takes two files: the finders for fold 0 and fold 1")
             if args.crc_nuclei_steps or models:
                 summary["crc_nuclei_2fold"] = crc_two_fold(truth, args.crc_nuclei_steps, args.workdir, models,
-                                                           args.crc_nuclei_folds)
+                                                           args.crc_nuclei_folds,
+                                                           options if args.backend == "morphology" else None)
     if args.json:
         print(json.dumps(summary))
     return 0

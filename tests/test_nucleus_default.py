@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from pathlib import Path
@@ -85,6 +86,24 @@ def test_the_default_detector_uses_it_and_none_turns_it_off():
     off = MorphologyDetector(MorphologyDetector.Options(nuclei="none"))
     assert off.nuclei_net is None and "nuclei" not in off.model_id
     assert MorphologyDetector.Options(nuclei=None).nuclei is None  # null in a profile
+
+
+def test_nuclei_flips_averages_the_finders_map_over_the_four_flips(cli, tmp_path):
+    from mastctl.backends.detectors.morphology import MorphologyDetector
+    from mastctl.imaging import load
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "synth_s9_0000_he.png"
+    plain, flipped = MorphologyDetector(), MorphologyDetector(MorphologyDetector.Options(nuclei_flips=True))
+    assert not plain.nuclei_net.flips and flipped.nuclei_net.flips and "(four flips)" in flipped.model_id
+    st = stain.separate(load(example).pixels, 0.5)
+    h, w = st.h.shape
+    x = np.pad(stain.net_input(st, plain.nuclei_net.basis), ((0, 0), (0, (-h) % 4), (0, (-w) % 4)), mode="reflect")
+    by_hand = sum(np.flip(plain.nuclei_net._map(np.ascontiguousarray(np.flip(x, ax))), tuple(a - 1 for a in ax))
+                  for ax in ((), (1,), (2,), (1, 2))) / 4
+    assert np.abs(flipped.nuclei_net.proximity(st) - by_hand[:h, :w]).max() < 1e-5
+    r = cli("detect", example, "-O", "nuclei_flips=true", "--format", "json", "-o", tmp_path / "f.json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "f.json").read_text())
 
 
 def test_a_damaged_model_file_is_one_clear_error(tmp_path):
