@@ -104,6 +104,8 @@ def test_nuclei_flips_averages_the_finders_map_over_the_four_flips(cli, tmp_path
     r = cli("detect", example, "-O", "nuclei_flips=true", "--format", "json", "-o", tmp_path / "f.json")
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "f.json").read_text())
+    r = cli("detect", example, "-O", "nuclei_flips=true", "-O", "nuclei=none")
+    assert r.exit_code != 0 and "nuclei_flips" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_damaged_model_file_is_one_clear_error(tmp_path):
