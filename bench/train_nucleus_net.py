@@ -56,8 +56,13 @@ nuclei lost more (``washed`` F1 0.823 -> 0.794 for the shipped finder, fold find
 0.758 -> 0.748: neighbouring nuclei merge), and with it ``washed`` mast F1 0.864 -> 0.840, OS-1's right half 239 ->
 188 cells and the skin's choose half 1,591 -> 1,379; tb2 0.623 / 0.622. A better CRC number bought by finding fewer
 nuclei elsewhere, so the report line was not measured. The weights of a rebuilt finder are bit for bit the shipped
-ones (torch on CPU is deterministic here). One fit takes 5-7 minutes on two CPU cores (3000 steps), a finder with its
-threshold three: the two fold finders and the shipped one together 50-70 minutes.
+ones (torch on CPU is deterministic here). Tried on 2026-12-06 and not shipped: the four-flip map (``NucleusNet.flips``,
+0.770 / 0.792 on those inner maps) distilled into a finder of the same size, fine-tuned from the unflipped one for 1000
+steps on its own training images with the teacher's four-flip map as the target: inner F1 0.753 / 0.776 at lr 5e-4
+(0.751 at 1e-4, fold 0), against 0.761 / 0.783 for the teacher and 0.760 (fold 0) for the same fine-tuning on the
+annotations; the student finds fewer nuclei (fold 0 at 0.2: 1,348 misses against 1,181, 1,971 false peaks against
+2,100). One fit takes 5-7 minutes on two CPU cores (3000 steps), a finder with its threshold three: the two fold
+finders and the shipped one together 50-70 minutes.
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
 
