@@ -16,7 +16,8 @@ HELP = """Find mast cells in images and write them as json, csv, geojson or an o
 
 With one image, -o is the output file (its extension picks the format: .json, .csv, .geojson,
 .geojson.gz, .png); with several images or a folder, -o is a folder that receives
-<image stem>.<ext> per image and a summary.csv. Without -o the detections go to stdout.
+<image stem>.<ext> per image and a summary.csv (a name ending in .csv, .png... is then an error,
+unless it ends in / or is a folder already). Without -o the detections go to stdout.
 
 Every input goes the same way: its tissue is measured, it is cut into tiles when it is larger
 than one (whole slides always are), each tile is detected, the profile's thresholds (or

@@ -87,6 +87,20 @@ def test_unknown_or_impossible_extensions_are_usage_errors(cli, ws, name, messag
     assert r.exit_code == 2 and message in r.stderr and not (ws / name).exists()
 
 
+@pytest.mark.parametrize("name, fmt", [("cells.csv", "csv"), ("marked.png", "overlay"), ("all.geojson.gz", "geojson")])
+def test_a_file_name_for_several_inputs_is_a_usage_error_not_a_folder_of_that_name(cli, ws, name, fmt):
+    shutil.copy(ws / "tile.png", ws / "tile2.png")
+    r = cli("detect", "tile.png", "tile2.png", "-o", name)
+    assert r.exit_code == 2 and f"names one {fmt} file, but there are 2 inputs" in r.stderr
+    assert f"-o {name.split('.')[0]}/ --format {fmt}" in r.stderr and not (ws / name).exists()
+    r = cli("detect", "tile.png", "tile2.png", "-o", name + "/", "--format", "json")  # a trailing slash: a folder
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in (ws / name).iterdir()) == ["summary.csv", "tile.json", "tile2.json"]
+    (ws / "old.csv").mkdir()  # an existing folder is a folder, whatever its name
+    assert cli("detect", "tile.png", "tile2.png", "-o", "old.csv", "--format", "csv").exit_code == 0
+    assert (ws / "old.csv" / "tile2.csv").exists()
+
+
 def test_an_existing_file_that_is_not_our_output_is_never_overwritten(cli, ws):
     (ws / "s").mkdir()
     for n in ("tile_0000_he.png", "tile_0001_he.png"):
