@@ -205,10 +205,12 @@ def evaluate(scores: list[ImageScore], mode: str = "mast", n_boot: int = 1000, s
 
 
 def bootstrap_ci(scores: list[ImageScore], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float] | None]:
-    """Percentile intervals of micro-averaged precision, recall and F1, resampling images."""
+    """Percentile intervals of micro-averaged precision, recall and F1, resampling images (None for each with fewer
+    than two images: resampling one image gives it back every time, an interval of zero width that would claim a
+    certainty nothing measured)."""
     import numpy as np
 
-    if not scores:
+    if len(scores) < 2:
         return {"precision": None, "recall": None, "f1": None}
     counts = np.array([[s.detection.tp, s.detection.fp, s.detection.fn] for s in scores], dtype=np.float64)
     rng = np.random.default_rng(seed)

@@ -208,9 +208,10 @@ def render_html(cmp: Comparison) -> str:
     radius = f"{cmp.radius_um} µm" if cmp.radius_um is not None else f"{cmp.radius_px} px"
     what = "mast cells" if cmp.mode == "mast" else "every cell (label-agnostic detection)"
     sections = [
-        f"<h1>mastctl compare</h1><p>{len(cmp.images)} images · scoring {what} · match radius {radius} · {when}</p>",
+        f"<h1>mastctl compare</h1><p>{len(cmp.images)} image{'' if len(cmp.images) == 1 else 's'} · scoring {what} · match radius {radius} · {when}</p>",
         "<h2>Summary</h2>", summary_table(cmp),
-        "<p><small>Micro-averaged over images; [brackets]: 95% bootstrap interval over images.</small></p>",
+        "<p><small>Micro-averaged over images; [brackets]: 95% bootstrap interval over images"
+        + (" (none from one image)" if len(cmp.images) < 2 else "") + ".</small></p>",
         "<h2>Precision, recall, F1</h2>", bars_svg(cmp),
         "<h2>Counts per image</h2>", counts_svg(cmp),
     ]

@@ -91,5 +91,7 @@ def test_evaluation_micro_average_and_bootstrap():
     assert ev.ci["recall"] == (1.0, 1.0)
     assert ev.count_mae == 0.5
     assert bootstrap_ci(scores, n_boot=200, seed=3) == bootstrap_ci(scores, n_boot=200, seed=3)
+    one = evaluate(scores[1:2], n_boot=200)  # one image: no interval over images (not a zero-width one)
+    assert one.detection.precision == 0.5 and one.ci == {"precision": None, "recall": None, "f1": None}
     doc = ev.to_dict()
     assert doc["detection"]["tp"] == 10 and len(doc["images"]) == 10 and set(doc["by_kind"]) == {"explicit", "implicit"}
