@@ -208,7 +208,8 @@ def render_html(cmp: Comparison) -> str:
     radius = f"{cmp.radius_um} µm" if cmp.radius_um is not None else f"{cmp.radius_px} px"
     what = "mast cells" if cmp.mode == "mast" else "every cell (label-agnostic detection)"
     sections = [
-        f"<h1>mastctl compare</h1><p>{len(cmp.images)} image{'' if len(cmp.images) == 1 else 's'} · scoring {what} · match radius {radius} · {when}</p>",
+        f"<h1>mastctl compare</h1><p>{len(cmp.images)} image{'' if len(cmp.images) == 1 else 's'} · scoring {what} · "
+        f"match radius {radius} · {when}</p>",
         "<h2>Summary</h2>", summary_table(cmp),
         "<p><small>Micro-averaged over images; [brackets]: 95% bootstrap interval over images"
         + (" (none from one image)" if len(cmp.images) < 2 else "") + ".</small></p>",

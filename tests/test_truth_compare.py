@@ -127,7 +127,8 @@ def test_compare_scores_backends_and_writes_report(cli, plugin, tiles, tmp_path)
     assert len(html_text) < 300_000
     assert "<p>2 images · " in html_text and "none from one image" not in html_text
     assert runs["points"]["ci95"]["f1"] is not None  # two images: an interval
-    r = cli("--json", "compare", str(tiles / "t0_he.png"), "--truth", str(tiles), "--backends", "log", "--report", "one.html")
+    r = cli("--json", "compare", str(tiles / "t0_he.png"), "--truth", str(tiles), "--backends", "log",
+            "--report", "one.html")
     assert r.exit_code == 0 and r.json()["backends"][0]["ci95"] == {"precision": None, "recall": None, "f1": None}
     one = (tmp_path / "one.html").read_text()
     assert "<p>1 image · " in one and "(none from one image)" in one
