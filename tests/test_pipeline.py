@@ -101,6 +101,19 @@ def test_a_file_name_for_several_inputs_is_a_usage_error_not_a_folder_of_that_na
     assert (ws / "old.csv" / "tile2.csv").exists()
 
 
+def test_an_image_without_a_scale_is_detected_at_the_assumed_scale_with_a_warning(cli, ws):
+    Image.open(ws / "tile.png").save(ws / "noscale.png")  # no dpi
+    r = cli("detect", "noscale.png")
+    assert r.exit_code == 0 and r.json()["image"]["mpp"] is None
+    assert "noscale.png: no scale in the file, so detected as if 0.5 um/px" in r.stderr and "--mpp" in r.stderr
+    shutil.copy(ws / "noscale.png", ws / "noscale2.png")
+    r = cli("detect", "noscale.png", "noscale2.png", "tile.png", "-o", "out/")
+    assert r.exit_code == 0 and r.stderr.count("no scale in the file") == 1 and "2 images (first " in r.stderr
+    for args in (("noscale.png", "--mpp", "0.25"), ("tile.png",)):  # a scale given or in the file: no warning
+        r = cli("detect", *args)
+        assert r.exit_code == 0 and "no scale" not in r.stderr
+
+
 def test_an_existing_file_that_is_not_our_output_is_never_overwritten(cli, ws):
     (ws / "s").mkdir()
     for n in ("tile_0000_he.png", "tile_0001_he.png"):
