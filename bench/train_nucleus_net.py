@@ -61,8 +61,11 @@ ones (torch on CPU is deterministic here). Tried on 2026-12-06 and not shipped: 
 steps on its own training images with the teacher's four-flip map as the target: inner F1 0.753 / 0.776 at lr 5e-4
 (0.751 at 1e-4, fold 0), against 0.761 / 0.783 for the teacher and 0.760 (fold 0) for the same fine-tuning on the
 annotations; the student finds fewer nuclei (fold 0 at 0.2: 1,348 misses against 1,181, 1,971 false peaks against
-2,100). One fit takes 5-7 minutes on two CPU cores (3000 steps), a finder with its threshold three: the two fold
-finders and the shipped one together 50-70 minutes.
+2,100). Also tried then and not shipped: 6000 steps (twice the fit, 12-13 minutes): the same inner maps gave
+0.768 / 0.782 against 0.761 / 0.783 (each inner fit at its own best threshold: 0.779, 0.770 against 0.764, 0.778 in fold
+0, 0.772, 0.802 against 0.765, 0.802 in fold 1) — a gain in one fold, none in the other (the rule declared before:
+both), so the fold finders and the report were not made. One fit takes 5-7 minutes on two CPU cores (3000 steps), a
+finder with its threshold three: the two fold finders and the shipped one together 50-70 minutes.
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
 
