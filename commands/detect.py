@@ -123,13 +123,12 @@ def detect(
                                     resume=manifest is not None, keep_going=manifest is not None,
                                     on_tiles=on_tiles, on_result=on_result):
             results.append(result)
-    unscaled = [r.job.image for r in results if r.error is None and r.summary and r.summary.get("mpp") is None]
-    if unscaled:  # the detectors measure nuclei in micrometres: at another magnification the calls are wrong
-        from mastctl.scale import ASSUMED_MPP
+    from mastctl.scale import unscaled_warning
 
-        which = f"{unscaled[0]}" if len(unscaled) == 1 else f"{len(unscaled)} images (first {unscaled[0]})"
-        out.warn(f"{which}: no scale in the file, so detected as if {ASSUMED_MPP:g} um/px (20x); at another "
-                 "magnification cell sizes are misread: pass --mpp (0.25 at 40x) or set detect.mpp")
+    warning = unscaled_warning(r.job.image for r in results
+                               if r.error is None and r.summary and r.summary.get("mpp") is None)
+    if warning:
+        out.warn(warning)
     already = sum(r.resumed for r in results)
     if already:
         out.info(f"{already} of {len(results)} slides already done; resumed")

@@ -163,5 +163,10 @@ def transfer(
     out.result(rows, table=(None, ["H&E", "mast cells", "explicit", "implicit", "IHC+", "H&E-only", "quality", "written to"],
                             [[r["he"], r["mast_cells"], r["explicit"], r["implicit"], r["ihc_positive"], r["likely_false_positives"],
                               r["registration_quality"], r["output"]] for r in rows]))
+    from mastctl.scale import unscaled_warning
+
+    warning = unscaled_warning(r["he"] for r in rows if r["he_mpp"] is None)
+    if warning:
+        out.warn(warning)
     if failed:
         raise typer.Exit(3)

@@ -249,7 +249,7 @@ def run_pairs(jobs: list[PairJob], settings, detector, *, marker: str, keep_goin
             rows.append({"he": str(job.he), "ihc": str(job.ihc), "output": str(job.output), "mast_cells": s.mast_cells,
                          "explicit": s.explicit, "implicit": s.implicit, "ihc_positive": result.ihc_positive,
                          "likely_false_positives": len(result.likely_false_positives),
-                         "registration_quality": round(result.registration.ncc, 3)})
+                         "registration_quality": round(result.registration.ncc, 3), "he_mpp": he_det.image.mpp})
         except MastctlError as exc:
             if not keep_going:
                 raise

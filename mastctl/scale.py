@@ -19,6 +19,17 @@ ASSUMED_MPP = 0.5
 areas and densities of such an image stay unknown."""
 
 
+def unscaled_warning(images) -> str | None:
+    """The one warning for a run whose ``images`` (paths) carried no scale and were read at :data:`ASSUMED_MPP`
+    (None when there were none): the detectors tell cells apart by their size in micrometres."""
+    images = list(images)
+    if not images:
+        return None
+    which = f"{images[0]}" if len(images) == 1 else f"{len(images)} images (first {images[0]})"
+    return (f"{which}: no scale in the file, so detected as if {ASSUMED_MPP:g} um/px (20x); at another magnification "
+            "cell sizes are misread: pass --mpp (0.25 at 40x) or set detect.mpp")
+
+
 def working(mpp: float | None) -> float:
     """``mpp``, or :data:`ASSUMED_MPP` when the scale is unknown: the one fallback every detector uses."""
     return float(mpp) if mpp else ASSUMED_MPP

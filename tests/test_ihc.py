@@ -127,9 +127,20 @@ def test_batch_transfer_is_resumable(cli, pair_files, tmp_path):
     r = cli("--json", "ihc", "transfer", "--pairs", "pairs.csv", "-o", "out")
     assert r.exit_code == 3 and "missing.png: no such file" in r.stderr
     assert [row["output"] for row in r.json()] == ["out/p0_he.json"]
+    assert r.json()[0]["he_mpp"] == 0.5 and "no scale" not in r.stderr
     first = (tmp_path / "out" / "p0_he.json").read_text()
     r = cli("ihc", "transfer", "--pairs", "pairs.csv", "-o", "out")
     assert "1 of 2 pairs already done" in r.stderr and (tmp_path / "out" / "p0_he.json").read_text() == first
+
+
+@pytest.mark.slow
+def test_transfer_of_an_he_image_without_a_scale_warns(cli, pair_files, tmp_path):
+    from PIL import Image
+
+    Image.open(pair_files / "p0_he.png").save(tmp_path / "he.png")  # no dpi
+    r = cli("--json", "ihc", "transfer", "he.png", str(pair_files / "p0_ihc.png"), "-o", "labels.json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()[0]["he_mpp"] is None and "he.png: no scale in the file, so detected as if 0.5 um/px" in r.stderr
 
 
 def test_ihc_detect_and_register_cli(cli, pair_files):
