@@ -208,12 +208,11 @@ def plan(inputs: Sequence[Path], output: Path | str | None, fmt: str | None, def
         return Plan(tuple(Job(p, None, fmt, mpp=m) for p, m in entries), fmt, several)
     if out_is_dir and out.exists() and not out.is_dir():
         raise UsageError(f"-o {out}: with several inputs -o must be a folder, and this is a file")
-    if out_is_dir and not out.is_dir() and not trailing_slash and writers.format_for(out) is not None:
-        # `detect *.png -o cells.csv` would make a folder named cells.csv: surely not what was meant
-        asked = writers.format_for(out)[0]
+    named = writers.format_for(out) if out_is_dir and not out.is_dir() and not trailing_slash else None
+    if named is not None:  # `detect *.png -o cells.csv` would make a folder named cells.csv: surely not what was meant
         folder = out.parent / (out.name.split(".")[0] or "out")
-        raise UsageError(f"-o {out} names one {asked} file, but there are {len(entries)} inputs: give a folder "
-                         f"(-o {folder}/ --format {asked}), or end -o in / to use this name as a folder")
+        raise UsageError(f"-o {out} names one {named[0]} file, but there are {len(entries)} inputs: give a folder "
+                         f"(-o {folder}/ --format {named[0]}), or end -o in / to use this name as a folder")
     jobs: list[Job] = []
     taken: dict[Path, Path] = {}
     inputs_resolved = {Path(p).resolve() for p, _ in entries}
