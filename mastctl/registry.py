@@ -165,7 +165,15 @@ def options_for(cls: type, name: str, profile: Profile | None, overrides: dict[s
     try:
         return model.model_validate(merged)
     except ValidationError as exc:
-        problems = [f"backend_options.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        known = ", ".join(model.model_fields)
+
+        def problem(e) -> str:
+            where = f"backend_options.{name}.{'.'.join(map(str, e['loc']))}"
+            if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:  # a typo, most often: say what there is
+                return f"{where}: {name} has no option {e['loc'][-1]!r} (its options: {known})"
+            return f"{where}: {e['msg']}"
+
+        problems = [problem(e) for e in exc.errors()]
         raise ConfigError(problems[0], problems) from None
 
 
