@@ -71,8 +71,8 @@ def test_options_from_profile_and_overrides_are_validated(plugin):
     assert det.options.gain == 2.0 and len(det.options.cells) == 1
     det = registry.create("detector", "points", profile, gain=3.0)
     assert det.options.gain == 3.0
-    with pytest.raises(ConfigError, match=r"backend_options\.points\.speed: points has no option 'speed' \(its options: "
-                       r"cells, gain"):
+    wrong = r"backend_options\.points\.speed: points has no option 'speed' \(its options: cells, gain"
+    with pytest.raises(ConfigError, match=wrong):
         registry.create("detector", "points", profile, speed=3)
 
 
