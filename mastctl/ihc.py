@@ -211,6 +211,9 @@ def pair_jobs(pairs: Path, folder: Path) -> list[PairJob]:
 
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"-o {folder}: with --pairs, -o is a folder")
+    if not folder.exists() and folder.suffix.lower() == ".json":  # not a folder named labels.json
+        raise UsageError(f"-o {folder} names one file, but --pairs writes a labels file per pair: give a folder "
+                         f"(-o {folder.with_suffix('')}/)")
     jobs, seen = [], set()
     for row in read_table(pairs, ("he", "ihc")):
         he, ihc = pairs.parent / row.get("he"), pairs.parent / row.get("ihc")

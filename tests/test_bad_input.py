@@ -181,6 +181,8 @@ def test_bad_pairs_tables_name_their_line(cli, ws):
     (ws / "p.csv").write_text("he,ihc\ntile.png,tile.png,third\n")
     r = cli("ihc", "transfer", "--pairs", "p.csv", "-o", "labels")
     assert r.exit_code == 3 and "p.csv:2" in one_line_error(r)
+    r = cli("ihc", "transfer", "--pairs", "p.csv", "-o", "labels.json")  # one file for many pairs
+    assert r.exit_code == 2 and "give a folder (-o labels/)" in one_line_error(r) and not (ws / "labels.json").exists()
 
 
 def _polygon(coords):
