@@ -182,27 +182,26 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
-_INTERRUPTED = False
 _ARGS: list[str] = []  # this run's command line (after hoisting), for eager options
-
-
-def _interrupt(signum, frame) -> None:
-    global _INTERRUPTED
-    _INTERRUPTED = True
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
-    import signal
-    import threading
+    from mastctl import interrupts
 
+    previous = interrupts.install()  # typer turns Ctrl-C into a silent 130; we say so
+    try:
+        return _run(argv)
+    finally:
+        interrupts.restore(previous)
+        if "mastctl.writers" in sys.modules:
+            sys.modules["mastctl.writers"].remove_unfinished()
+
+
+def _run(argv: list[str] | None) -> int:
+    from mastctl import interrupts
     from mastctl.errors import redact_logs
 
-    global _INTERRUPTED
-    _INTERRUPTED = False
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _interrupt)  # typer turns Ctrl-C into a silent 130; we say so
     redact_logs()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     _ARGS[:] = args
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="mastctl", standalone_mode=False)
-        if _INTERRUPTED:
+        if interrupts.interrupted():
             _print_error("interrupted")
             return 130
         return result if isinstance(result, int) else 0
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(str(exc))
         return exc.exit_code
     except typer.Exit as exc:
-        if _INTERRUPTED:
+        if interrupts.interrupted():
             _print_error("interrupted")
             return 130
         return exc.exit_code

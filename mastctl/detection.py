@@ -400,12 +400,12 @@ def process(job: Job, settings: Settings, detector: Detector, *, stream=None, fi
         out = writers.open_output(job.fmt, header, path=job.output, gz=job.gz, stream=None if job.output else stream,
                                   all_cells=settings.all_cells, pixels=pixels, indent=not several or job.output is not None,
                                   csv_header=first or job.output is not None)
-        t1 = time.perf_counter()
-        grid = density.DensityGrid(W, H, mpp) if mpp else None
-        found: list[Cell] = []  # kept only when collecting
-        blurred, blurred_mm2, tissue_mm2, info = 0, 0.0, 0.0, {}
-        backend_timing: dict[str, float] = {}
         try:
+            t1 = time.perf_counter()
+            grid = density.DensityGrid(W, H, mpp) if mpp else None
+            found: list[Cell] = []  # kept only when collecting
+            blurred, blurred_mm2, tissue_mm2, info = 0, 0.0, 0.0, {}
+            backend_timing: dict[str, float] = {}
             for done, res in enumerate(tiles.execute(task_list, spec, detector=here, reader=reader, workers=settings.workers,
                                                      executor=settings.executor, scheduler=settings.scheduler), start=1):
                 task = task_list[res.index]

@@ -38,6 +38,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mastctl.cells import CELL_CLASSES, SCHEMA, Cell, Detections, cell_class
 from mastctl.errors import InputError, UsageError
+from mastctl.interrupts import shielded
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -326,26 +327,44 @@ def render_overlay(cells: Sequence[Cell], pixels, mpp: float | None) -> bytes:
     return buf.getvalue()
 
 
+_UNFINISHED: set[str] = set()  # temporary files not yet renamed into place or removed
+
+
+def remove_unfinished() -> None:
+    """Remove the temporary files of outputs never finished (the CLI calls this as it exits)."""
+    for tmp in list(_UNFINISHED):
+        _UNFINISHED.discard(tmp)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 class FileTarget:
     """A file written through a temporary sibling and renamed into place (optionally gzipped)."""
 
+    @shielded
     def __init__(self, path: Path, gz: bool = False, binary: bool = False) -> None:
         self.path = Path(path)
         _make_parent(self.path)
         self._mode = self.path.stat().st_mode & 0o7777 if self.path.exists() else 0o666 & ~_umask()
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        _UNFINISHED.add(self.tmp)
         raw = os.fdopen(fd, "wb")
         if gz:
             raw = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
         self._raw = raw
         self.fh: IO[Any] = raw if binary else io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
+    @shielded
     def commit(self) -> Path:
         self.fh.close()
         os.chmod(self.tmp, self._mode)
         os.replace(self.tmp, self.path)
+        _UNFINISHED.discard(self.tmp)
         return self.path
 
+    @shielded
     def discard(self) -> None:
         try:
             self.fh.close()
@@ -353,6 +372,7 @@ class FileTarget:
             pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+        _UNFINISHED.discard(self.tmp)
 
 
 class Output:
@@ -392,30 +412,24 @@ def open_output(fmt: str, header: dict[str, Any], *, path: Path | None = None, g
                 all_cells: bool = False, pixels=None, indent: bool = True, csv_header: bool = True) -> Output:
     """Start one image's output (``header``: image info, backend, provenance) on ``path`` or ``stream``."""
     check_format(fmt)
-    target = None
-    if path is not None:
-        target = FileTarget(path, gz=gz, binary=fmt == "overlay")
-        fh = target.fh
-    elif stream is not None:
-        if fmt == "overlay":
-            raise UsageError("overlay output needs -o FILE")
-        fh = stream
-    else:
+    if path is None and stream is None:
         raise UsageError("an output needs a file or a stream")
-    if fmt == "json":
-        writer: CellWriter = JsonWriter(fh, header, all_cells, indent=indent)
-    elif fmt == "geojson":
-        writer = GeoJsonWriter(fh, header, all_cells)
-    elif fmt == "csv":
-        writer = CsvWriter(fh, header, all_cells, write_header=csv_header)
-    else:
-        if pixels is None:
-            if target is not None:
-                target.discard()
-            raise UsageError("overlay output draws on the image itself: it needs a plain image, not a whole slide "
-                             "(a slide gets a heat map beside its geojson or csv)")
-        writer = OverlayWriter(fh, header, all_cells, pixels)
+    if fmt == "overlay" and path is None:
+        raise UsageError("overlay output needs -o FILE")
+    if fmt == "overlay" and pixels is None:
+        raise UsageError("overlay output draws on the image itself: it needs a plain image, not a whole slide "
+                         "(a slide gets a heat map beside its geojson or csv)")
+    target = None if path is None else FileTarget(path, gz=gz, binary=fmt == "overlay")
     try:
+        fh = stream if target is None else target.fh
+        if fmt == "json":
+            writer: CellWriter = JsonWriter(fh, header, all_cells, indent=indent)
+        elif fmt == "geojson":
+            writer = GeoJsonWriter(fh, header, all_cells)
+        elif fmt == "csv":
+            writer = CsvWriter(fh, header, all_cells, write_header=csv_header)
+        else:
+            writer = OverlayWriter(fh, header, all_cells, pixels)
         writer.begin()
     except BaseException:
         if target is not None:
