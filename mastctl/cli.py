@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     from mastctl import interrupts
 
-    previous = interrupts.install()  # typer turns Ctrl-C into a silent 130; we say so
+    previous = interrupts.install()  # typer turns Ctrl-C into a silent 130; we say so (and SIGTERM, 143)
     try:
         return _run(argv)
     finally:
@@ -210,8 +210,7 @@ def _run(argv: list[str] | None) -> int:
         command = typer.main.get_command(app)
         result = command.main(args=args, prog_name="mastctl", standalone_mode=False)
         if interrupts.interrupted():
-            _print_error("interrupted")
-            return 130
+            return _stopped()
         return result if isinstance(result, int) else 0
     except MastctlError as exc:
         if debug:
@@ -222,15 +221,15 @@ def _run(argv: list[str] | None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         if interrupts.interrupted():
-            _print_error("interrupted")
-            return 130
+            return _stopped()
         return exc.exit_code
     except typer.Abort:
+        if interrupts.interrupted():
+            return _stopped()
         _print_error("aborted")
         return 130
     except KeyboardInterrupt:
-        _print_error("interrupted")
-        return 130
+        return _stopped()
     except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
         if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already shown; no args is still a usage error
             return EXIT_USAGE
@@ -254,6 +253,15 @@ def _run(argv: list[str] | None) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         _print_error(f"unexpected error: {type(exc).__name__}: {first} (set MASTCTL_DEBUG=1 for a traceback)")
         return EXIT_UNEXPECTED
+
+
+def _stopped() -> int:
+    """Ctrl-C or SIGTERM ended the run: say which, and exit 128 + its number."""
+    from mastctl import interrupts
+
+    word, code = interrupts.stopped_by()
+    _print_error(word)
+    return code
 
 
 def _print_error(message: str) -> None:

@@ -1,7 +1,9 @@
-"""Ctrl-C, delivered only where stopping is safe.
+"""Ctrl-C (and SIGTERM), delivered only where stopping is safe.
 
-Python raises KeyboardInterrupt between any two bytecodes. Two places must not
-see it:
+Ctrl-C raises KeyboardInterrupt between any two bytecodes; so does SIGTERM
+(``timeout``, a batch scheduler, ``kill``) during a CLI run, which by default
+would kill the process on the spot and leave an output's temporary file
+behind. Two places must not see it:
 
 - an import: torch (and other extensions) run Python from C++ while they
   import; an exception there aborts the process (exit -6, a core dump) or
@@ -11,7 +13,8 @@ see it:
 
 There the interrupt is recorded and delivered again every 0.1 s until the
 run has left such a place. :func:`install` sets this up for one CLI run,
-:func:`restore` puts the previous handler back.
+:func:`restore` puts the previous handlers back, :func:`stopped_by` says what
+stopped the run and its exit code (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SHIELDED: set[Any] = set()  # code objects of the functions an interrupt must not stop
-_state = {"interrupted": False, "finished": False}
+_state: dict[str, Any] = {"signal": None, "finished": False}
 _retry: list[threading.Timer] = []
+_NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 def shielded(fn: F) -> F:
@@ -46,16 +50,23 @@ def unsafe(frame) -> bool:
 
 
 def interrupted() -> bool:
-    """Whether Ctrl-C came during this run (delivered or still waiting)."""
-    return _state["interrupted"]
+    """Whether Ctrl-C or SIGTERM came during this run (delivered or still waiting)."""
+    return _state["signal"] is not None
+
+
+def stopped_by() -> tuple[str, int]:
+    """What stopped the run, in a word, and the exit code that says so (128 + the signal's number)."""
+    signum = _state["signal"] or signal.SIGINT
+    return _NAMES.get(signum, "interrupted"), 128 + int(signum)
 
 
 def _handle(signum, frame) -> None:
-    _state["interrupted"] = True
+    if _state["signal"] is None:
+        _state["signal"] = signum
     if _state["finished"]:
         return  # counted in the exit code already
     if unsafe(frame):
-        retry = threading.Timer(0.1, _thread.interrupt_main)
+        retry = threading.Timer(0.1, _thread.interrupt_main, args=(signum,))
         retry.daemon = True
         _retry[:] = [retry]
         retry.start()
@@ -63,18 +74,25 @@ def _handle(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def install():
-    """Take over SIGINT for one run (main thread only); returns the handler to restore, or None."""
-    _state.update(interrupted=False, finished=False)
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return None
-    return signal.signal(signal.SIGINT, _handle)
+def install() -> dict[int, Any]:
+    """Take over SIGINT and SIGTERM for one run (main thread only; a signal ignored or already handled by the
+    caller is left alone); returns the handlers to restore."""
+    _state.update(signal=None, finished=False)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(signum)
+        if current is signal.SIG_IGN or (signum == signal.SIGTERM and current is not signal.SIG_DFL):
+            continue  # ignored by whoever started us (nohup, a background job), or a caller of main() handles it
+        previous[signum] = signal.signal(signum, _handle)
+    return previous
 
 
-def restore(previous) -> None:
-    """The run is over: drop a waiting re-delivery and put ``previous`` back."""
+def restore(previous: dict[int, Any]) -> None:
+    """The run is over: drop a waiting re-delivery and put the ``previous`` handlers back."""
     _state["finished"] = True
     for retry in _retry:
         retry.cancel()
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

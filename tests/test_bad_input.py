@@ -363,6 +363,28 @@ finally:
 '''
 
 
+def test_sigterm_says_terminated_exits_143_and_leaves_no_partial_file(ws):
+    # `timeout 600 mastctl detect ...`, a batch scheduler's time limit: SIGTERM killed the process on the spot and
+    # left the output being written as a hidden .part file; it now ends like Ctrl-C
+    exe = Path(sys.executable).with_name("mastctl")
+    tiles = ws / "tiles"
+    tiles.mkdir()
+    for i in range(30):
+        shutil.copy(TILE, tiles / f"t{i:02d}.png")
+    for delay in (1.5, 3.0):
+        out = ws / f"out{delay}"
+        proc = subprocess.Popen([str(exe), "detect", str(tiles), "-o", str(out), "--format", "geojson"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ws)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            continue  # it finished before the signal
+        assert proc.returncode == 143 and err.decode().strip().splitlines()[-1] == "mastctl: error: terminated", err.decode()
+        assert "Traceback" not in err.decode()
+        assert not [p for p in ws.rglob("*.part")]
+
+
 def test_ctrl_c_during_an_import_waits_for_it_then_interrupts(tmp_path):
     # torch's import runs Python from C++: a KeyboardInterrupt there aborted the process (-6, seen in CI)
     # or left torch half-initialised ("initialization failed"); the interrupt now waits for the import
