@@ -380,8 +380,9 @@ def test_sigterm_says_terminated_exits_143_and_leaves_no_partial_file(ws):
         _, err = proc.communicate(timeout=60)
         if proc.returncode == 0:
             continue  # it finished before the signal
-        assert proc.returncode == 143 and err.decode().strip().splitlines()[-1] == "mastctl: error: terminated", err.decode()
-        assert "Traceback" not in err.decode()
+        text = err.decode()
+        assert proc.returncode == 143 and text.strip().splitlines()[-1] == "mastctl: error: terminated", text
+        assert "Traceback" not in text
         assert not [p for p in ws.rglob("*.part")]
 
 
