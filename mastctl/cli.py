@@ -88,6 +88,28 @@ app = typer.Typer(
 )
 
 
+def reflow(text: str | None) -> str | None:
+    """A help text with each prose paragraph on one line, for rich to wrap at the terminal's width.
+
+    Typer's "rich" markup keeps a docstring's line breaks, so text broken for 100 columns came out ragged in 80.
+    A paragraph with an indented line, or one that starts with "Example", is an example block and is kept as it is.
+    """
+    if not text:
+        return text
+    paragraphs = text.split("\n\n")
+    for i, para in enumerate(paragraphs):
+        lines = para.split("\n")
+        if not para.startswith(("Example", "\b")) and not any(ln[:1].isspace() for ln in lines):
+            paragraphs[i] = " ".join(ln.strip() for ln in lines)
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_tree(command) -> None:
+    command.help = reflow(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_tree(sub)
+
+
 def versions() -> dict[str, str | None]:
     """mastctl's version and those of the libraries its backends use (None: not installed), from package
     metadata alone: nothing is imported."""
@@ -208,6 +230,7 @@ def _run(argv: list[str] | None) -> int:
     debug = os.environ.get("MASTCTL_DEBUG", "") not in ("", "0", "false", "no")
     try:
         command = typer.main.get_command(app)
+        _reflow_tree(command)
         result = command.main(args=args, prog_name="mastctl", standalone_mode=False)
         if interrupts.interrupted():
             return _stopped()

@@ -26,6 +26,19 @@ def test_version_and_help(cli):
     assert "Examples" in r.stdout
 
 
+def test_help_prose_wraps_at_the_terminal_width_and_examples_keep_their_lines():
+    from mastctl.cli import reflow
+
+    text = "First line.\n\nA paragraph broken\nfor 100 columns.\n\nExamples:  a\n           b\n\n  x  # one\n  y  # two"
+    assert reflow(text) == ("First line.\n\nA paragraph broken for 100 columns.\n\nExamples:  a\n           b"
+                            "\n\n  x  # one\n  y  # two")
+    # an 80-column terminal: the docstring's own line breaks (after ".geojson," and "error,") made ragged lines
+    r = run_mastctl("detect", "--help", env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    assert ".geojson, .geojson.gz" in r.stdout and "error, unless it ends" in r.stdout, r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
+
+
 def test_help_and_backends_list_import_nothing_heavy(tmp_path):
     code = (
         "import sys\n"
