@@ -326,23 +326,28 @@ def test_the_api_key_is_never_printed_even_when_the_server_quotes_it(ws):
 # --------------------------------------------------------------------------- signals
 
 
-def test_ctrl_c_says_interrupted_exits_130_and_leaves_no_partial_file(ws):
+# SIGTERM: `timeout 600 mastctl detect ...`, a batch scheduler's time limit; it killed the process on the spot and left
+# the output being written as a hidden .part file, and now ends the run like Ctrl-C
+@pytest.mark.parametrize(("signum", "code", "word", "delays"), [(signal.SIGINT, 130, "interrupted", (0.8, 2.5)),
+                                                                (signal.SIGTERM, 143, "terminated", (1.5, 3.0))])
+def test_a_signal_says_why_exits_128_plus_it_and_leaves_no_partial_file(ws, signum, code, word, delays):
     exe = Path(sys.executable).with_name("mastctl")
     tiles = ws / "tiles"
     tiles.mkdir()
     for i in range(30):
         shutil.copy(TILE, tiles / f"t{i:02d}.png")
-    for delay in (0.8, 2.5):
+    for delay in delays:
         out = ws / f"out{delay}"
         proc = subprocess.Popen([str(exe), "detect", str(tiles), "-o", str(out), "--format", "geojson"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ws)
         time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
         if proc.returncode == 0:
             continue  # it finished before the signal
-        assert proc.returncode == 130 and err.decode().strip().splitlines()[-1] == "mastctl: error: interrupted", err.decode()
-        assert "Traceback" not in err.decode()
+        text = err.decode()
+        assert proc.returncode == code and text.strip().splitlines()[-1] == f"mastctl: error: {word}", text
+        assert "Traceback" not in text
         assert not [p for p in ws.rglob("*.part")]
 
 
@@ -361,29 +366,6 @@ except KeyboardInterrupt:
 finally:
     interrupts.restore(previous)
 '''
-
-
-def test_sigterm_says_terminated_exits_143_and_leaves_no_partial_file(ws):
-    # `timeout 600 mastctl detect ...`, a batch scheduler's time limit: SIGTERM killed the process on the spot and
-    # left the output being written as a hidden .part file; it now ends like Ctrl-C
-    exe = Path(sys.executable).with_name("mastctl")
-    tiles = ws / "tiles"
-    tiles.mkdir()
-    for i in range(30):
-        shutil.copy(TILE, tiles / f"t{i:02d}.png")
-    for delay in (1.5, 3.0):
-        out = ws / f"out{delay}"
-        proc = subprocess.Popen([str(exe), "detect", str(tiles), "-o", str(out), "--format", "geojson"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ws)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        if proc.returncode == 0:
-            continue  # it finished before the signal
-        text = err.decode()
-        assert proc.returncode == 143 and text.strip().splitlines()[-1] == "mastctl: error: terminated", text
-        assert "Traceback" not in text
-        assert not [p for p in ws.rglob("*.part")]
 
 
 def test_ctrl_c_during_an_import_waits_for_it_then_interrupts(tmp_path):
