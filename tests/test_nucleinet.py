@@ -136,6 +136,36 @@ def test_without_torch_a_fitted_finder_still_runs_and_fitting_says_what_to_insta
     assert r.exit_code != 0 and "pip install 'mastctl[nuclei]'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_the_strided_finder_runs_alike_in_torch_numpy_and_its_training_module(tmp_path, tiles, monkeypatch):
+    module = N.build(4, "strided")
+    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics that fold into the convs
+        bn.running_mean.uniform_(-0.2, 0.2), bn.running_var.uniform_(0.5, 1.5), bn.weight.data.uniform_(0.5, 1.5)
+    module.eval()
+    net = N.NucleusNet.load(N.NucleusNet.from_module(module, 4, 0.5, 0.3, basis="od", arch="strided").save(tmp_path / "s.st"))
+    assert net.arch == "strided"
+    st = stain.separate(tiles[2].he[:250, :230], 0.5)  # sides that are not multiples of 8: padded, then cut back
+    x = np.pad(stain.net_input(st, "od"), ((0, 0), (0, 6), (0, 2)), mode="reflect")
+    with torch.no_grad():
+        trained = torch.sigmoid(module(torch.from_numpy(np.ascontiguousarray(x))[None]))[0, 0].numpy()[:250, :230]
+    fast = net.proximity(st)
+    monkeypatch.setenv("MASTCTL_NUMPY_NET", "1")
+    assert fast.shape == (250, 230) and np.abs(fast - trained).max() < 1e-5 and np.abs(net.proximity(st) - trained).max() < 1e-5
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match="unknown architecture"):
+        N.NucleusNet.load(replace(net, arch="sideways").save(tmp_path / "odd.safetensors"))
+
+
+@pytest.mark.slow
+def test_a_short_strided_fit_finds_most_nuclei_of_an_unseen_tile(tiles):
+    net = N.fit(_examples(tiles[:3]), steps=300, width=8, seed=0, arch="strided")
+    unseen = _examples(tiles[3:])[0]
+    found = net.peaks(net.proximity(unseen.st), 0.5)
+    m = match(found, unseen.points, 3.0 / 0.5)
+    precision, recall = len(m.pairs) / max(1, len(found)), len(m.pairs) / len(unseen.points)
+    assert precision > 0.6 and recall > 0.6, (precision, recall, net.peak_threshold)
+
+
 def test_numpy_and_torch_maps_agree_and_flips_average_the_four(tiles, monkeypatch):
     net = N.fit(_examples(tiles[:1]), steps=5, width=4)
     st = stain.separate(tiles[2].he[:250, :230], 0.5)  # sides that are not multiples of 4
@@ -219,3 +249,8 @@ def test_finetune_nuclei_folds_and_device_options(cli, tmp_path, tiles):
     assert r.exit_code == 2 and "--folds 3" in r.stderr
     r = cli(*base, "--device", "tpu", "-o", tmp_path / "y.safetensors")
     assert r.exit_code == 2 and "use auto, cpu, cuda" in r.stderr and "Traceback" not in r.stderr
+    r = cli(*base, "--arch", "strided", "-o", tmp_path / "s.safetensors")
+    assert r.exit_code == 0, r.stderr
+    assert N.NucleusNet.load(tmp_path / "s.safetensors").arch == "strided"
+    r = cli(*base, "--arch", "resnet", "-o", tmp_path / "z.safetensors")
+    assert r.exit_code == 2 and "--arch resnet: choose from unet, strided" in r.stderr

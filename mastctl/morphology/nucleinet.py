@@ -3,7 +3,8 @@
 The built-in nucleus proposals (hematoxylin threshold, difference-of-Gaussians
 seeds, watershed) are tuned to the stromal cells a mast-cell count is about;
 real tumour epithelium — large, pale, vesicular, crowded nuclei — defeats
-them. A small U-Net (``build``: about 30k weights at width 8, 120k at 16) maps
+them. A small U-Net (``build``: about 30k weights at width 8, 120k at 16; or, fitted with ``--arch strided``,
+a net whose every layer works at half the scale or less) maps
 the image's absorption (optical density per RGB channel, basis ``"od"``; older
 finders read stain concentrations, ``stain.BASES``), at the detector's working
 scale (an image far from the scale it was fitted at is resampled to it and
@@ -57,10 +58,25 @@ def _torch():
     return torch
 
 
-def build(width: int = 16):
-    """Three-level U-Net: 3 stain channels in, one proximity logit out."""
+ARCHS = ("unet", "strided")
+# The strided finder's 3x3 convolutions in order: (input channels, output channels, stride) in units of its width c
+# (0: the image's three channels).
+# a = 1(0(x)) at 1/2 scale; b = 5(4(3(2(a)))) at 1/4; c = 8(7(6(b))) at 1/8; b = 9([b, up(c)]); a = 10([a, up(b)]);
+# the 1x1 head reads a, and its logit is resampled (bilinear) to the input's size.
+STRIDED = ((0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1), (2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 1), (2, 2, 1), (4, 2, 1),
+           (3, 1, 1))
+
+
+def build(width: int = 16, arch: str = "unet"):
+    """The finder's torch module: 3 input channels, one proximity logit out, at the input's size.
+
+    ``unet``: a three-level U-Net at full scale. ``strided``: the same idea with its first convolution at stride 2,
+    so that every layer works at half the scale or less (at width 16, under half the time of the U-Net at width 8);
+    its logit map is resampled to the input's size. Not the built-in finder: see bench/train_nucleus_net.py."""
     torch = _torch()
     nn = torch.nn
+    if arch == "strided":
+        return _build_strided(torch, width)
 
     def block(i: int, o: int):
         return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
@@ -86,6 +102,58 @@ def build(width: int = 16):
     return UNet()
 
 
+def _build_strided(torch, width: int):
+    nn, f = torch.nn, torch.nn.functional
+
+    def conv(i: int, o: int, stride: int):
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+    class Strided(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList([conv(i * width or 3, o * width, st) for i, o, st in STRIDED])
+            self.out = nn.Conv2d(width, 1, 1)
+
+        def forward(self, x):
+            L = self.convs
+            a = L[1](L[0](x))
+            b = L[5](L[4](L[3](L[2](a))))
+            c = L[8](L[7](L[6](b)))
+            b = L[9](torch.cat([b, f.interpolate(c, size=b.shape[2:])], 1))
+            a = L[10](torch.cat([a, f.interpolate(b, size=a.shape[2:])], 1))
+            return f.interpolate(self.out(a), size=x.shape[2:], mode="bilinear", align_corners=False)
+
+    return Strided()
+
+
+def _upsample2_linear(m: np.ndarray, axis: int) -> np.ndarray:
+    """``m`` twice as long along ``axis``, by linear interpolation at torch's sample positions
+    (``interpolate(scale 2, mode="bilinear", align_corners=False)``, one axis)."""
+    n = m.shape[axis]
+    src = np.maximum((np.arange(2 * n) + 0.5) / 2 - 0.5, 0.0)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (src - lo).astype(np.float32)
+    shape = [1] * m.ndim
+    shape[axis] = -1
+    w = w.reshape(shape)
+    return np.take(m, lo, axis=axis) * (1 - w) + np.take(m, hi, axis=axis) * w
+
+
+def _conv3x3_s2_relu(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ReLU(3x3 convolution, stride 2, zero padding 1) of NHWC ``h`` (even H, W) with ``w`` (O, C, 3, 3)."""
+    n, hh, ww, c = h.shape
+    padded = np.zeros((n, hh + 2, ww + 2, c), np.float32)
+    padded[:, 1:-1, 1:-1] = h
+    taps = w.transpose(2, 3, 1, 0)
+    out = np.empty((n, hh // 2, ww // 2, len(w)), np.float32)
+    out[:] = b
+    for dy in range(3):
+        for dx in range(3):
+            out += padded[:, dy : dy + hh : 2, dx : dx + ww : 2] @ taps[dy, dx]
+    return np.maximum(out, 0, out=out)
+
+
 def target_map(shape: tuple[int, int], points_px: np.ndarray, radius_px: float) -> np.ndarray:
     """exp(-(d / r)^2), d = distance of each pixel centre to the nearest point."""
     from scipy.spatial import cKDTree
@@ -104,7 +172,8 @@ MAX_UNSCALED = 1.33  # an image this close to the fitted scale (either way) is r
 
 @dataclass
 class NucleusNet:
-    """A fitted U-Net: its weights (a torch-style state dict as numpy arrays), scale and peak threshold.
+    """A fitted finder (``arch``: a U-Net or the strided net): its weights (a torch-style state dict as numpy arrays),
+    scale and peak threshold.
 
     Inference needs numpy only (batch norm folded into the convolutions); torch, where installed, runs the
     same arithmetic (channels-last convolutions, about 3x faster). ``flips`` averages the map over the four
@@ -119,25 +188,29 @@ class NucleusNet:
     info: dict[str, Any] = field(default_factory=dict)
     flips: bool = False
     basis: str = "image"  # the stain vectors it reads images through (stain.BASES)
+    arch: str = "unet"  # ARCHS
     _folded: list | None = field(default=None, repr=False, compare=False)
     _torch_folded: list | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_module(cls, module, width: int, work_mpp: float, peak_threshold: float, info: dict | None = None,
-                    basis: str = "image") -> NucleusNet:
+                    basis: str = "image", arch: str = "unet") -> NucleusNet:
         state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-        return cls(state, width, work_mpp, peak_threshold, dict(info or {}), basis=basis)
+        return cls(state, width, work_mpp, peak_threshold, dict(info or {}), basis=basis, arch=arch)
 
     def folded(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(weight (O, C, k, k), bias (O,)) of every convolution in order, batch norm folded in; the 1x1 head last."""
         if self._folded is None:
             s, convs = self.state, []
-            for name in BLOCKS:
-                for conv, bn in ((0, 1), (3, 4)):
-                    w, b = s[f"{name}.{conv}.weight"], s[f"{name}.{conv}.bias"]
-                    gain = s[f"{name}.{bn}.weight"] / np.sqrt(s[f"{name}.{bn}.running_var"] + BN_EPS)
-                    convs.append(((w * gain[:, None, None, None]).astype(np.float32),
-                                  ((b - s[f"{name}.{bn}.running_mean"]) * gain + s[f"{name}.{bn}.bias"]).astype(np.float32)))
+            if self.arch == "strided":
+                pairs = [(f"convs.{i}.0", f"convs.{i}.1") for i in range(len(STRIDED))]
+            else:
+                pairs = [(f"{name}.{conv}", f"{name}.{bn}") for name in BLOCKS for conv, bn in ((0, 1), (3, 4))]
+            for conv, bn in pairs:
+                w, b = s[f"{conv}.weight"], s[f"{conv}.bias"]
+                gain = s[f"{bn}.weight"] / np.sqrt(s[f"{bn}.running_var"] + BN_EPS)
+                convs.append(((w * gain[:, None, None, None]).astype(np.float32),
+                              ((b - s[f"{bn}.running_mean"]) * gain + s[f"{bn}.bias"]).astype(np.float32)))
             convs.append((s["out.weight"].astype(np.float32), s["out.bias"].astype(np.float32)))
             self._folded = convs
         return self._folded
@@ -157,7 +230,8 @@ class NucleusNet:
 
     def _map(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[1:]
-        x = np.pad(x, ((0, 0), (0, (-h) % 4), (0, (-w) % 4)), mode="reflect")
+        m = 8 if self.arch == "strided" else 4  # each side a multiple of the coarsest scale's step
+        x = np.pad(x, ((0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
         forward = self._forward_torch if _torch_available() else self._forward
         if not self.flips:
             return forward(x)[:h, :w]
@@ -168,8 +242,11 @@ class NucleusNet:
         return total[:h, :w] / 4
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        """sigmoid(U-Net(x)) of (3, H, W) float32 (H, W multiples of 4), with numpy: NHWC, one image."""
+        """sigmoid(net(x)) of (3, H, W) float32 (H, W multiples of 4, of 8 for the strided net), with numpy: NHWC, one
+        image."""
         convs = self.folded()
+        if self.arch == "strided":
+            return self._forward_strided(x, convs)
 
         def block(h, i):
             return _conv3x3_relu(_conv3x3_relu(h, *convs[2 * i]), *convs[2 * i + 1])
@@ -190,6 +267,25 @@ class NucleusNet:
         logit = a[0] @ w[:, :, 0, 0].T + bias
         return (1.0 / (1.0 + np.exp(-np.clip(logit[:, :, 0], -30, 30)))).astype(np.float32)
 
+    @staticmethod
+    def _forward_strided(x: np.ndarray, convs) -> np.ndarray:
+        def conv(h, i):
+            stride = STRIDED[i][2]
+            return _conv3x3_s2_relu(h, *convs[i]) if stride == 2 else _conv3x3_relu(h, *convs[i])
+
+        def up(h):
+            return h.repeat(2, axis=1).repeat(2, axis=2)
+
+        a = conv(conv(np.ascontiguousarray(x.transpose(1, 2, 0))[None], 0), 1)
+        b = conv(conv(conv(conv(a, 2), 3), 4), 5)
+        c = conv(conv(conv(b, 6), 7), 8)
+        b = conv(np.concatenate([b, up(c)], axis=3), 9)
+        a = conv(np.concatenate([a, up(b)], axis=3), 10)
+        w, bias = convs[-1]
+        logit = a[0] @ w[:, :, 0, 0].T + bias
+        logit = _upsample2_linear(_upsample2_linear(logit[:, :, 0], 0), 1)
+        return (1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))).astype(np.float32)
+
     def _forward_torch(self, x: np.ndarray) -> np.ndarray:
         import torch
 
@@ -197,6 +293,18 @@ class NucleusNet:
         if self._torch_folded is None:
             self._torch_folded = [(torch.from_numpy(np.ascontiguousarray(w)), torch.from_numpy(b)) for w, b in self.folded()]
         convs = self._torch_folded
+        if self.arch == "strided":
+            with torch.inference_mode():
+                h = torch.from_numpy(np.ascontiguousarray(x))[None].contiguous(memory_format=torch.channels_last)
+                L = [lambda t, i=i: f.conv2d(t, *convs[i], stride=STRIDED[i][2], padding=1).relu_()
+                     for i in range(len(STRIDED))]
+                a = L[1](L[0](h))
+                b = L[5](L[4](L[3](L[2](a))))
+                c = L[8](L[7](L[6](b)))
+                b = L[9](torch.cat([b, f.interpolate(c, scale_factor=2)], 1))
+                a = L[10](torch.cat([a, f.interpolate(b, scale_factor=2)], 1))
+                logit = f.interpolate(f.conv2d(a, *convs[-1]), scale_factor=2, mode="bilinear", align_corners=False)
+                return torch.sigmoid(logit)[0, 0].numpy()
 
         def block(h, i):
             for w, b in convs[2 * i : 2 * i + 2]:
@@ -219,7 +327,7 @@ class NucleusNet:
 
     def header(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "width": self.width, "work_mpp": self.work_mpp, "peak_threshold": self.peak_threshold,
-                "basis": self.basis, "info": self.info}
+                "basis": self.basis, "arch": self.arch, "info": self.info}
 
     def save(self, path: Path) -> Path:
         from mastctl.writers import atomic_write
@@ -243,7 +351,9 @@ class NucleusNet:
         if header.get("schema") != SCHEMA:
             raise InputError(f"{p}: not a mastctl nucleus model ({SCHEMA}); fit one with `mastctl finetune nuclei`")
         net = cls(state, int(header["width"]), float(header["work_mpp"]), float(header["peak_threshold"]), header.get("info", {}),
-                  basis=str(header.get("basis", "image")))
+                  basis=str(header.get("basis", "image")), arch=str(header.get("arch", "unet")))
+        if net.arch not in ARCHS:
+            raise InputError(f"{p}: a nucleus model of an unknown architecture {net.arch!r} (known: {', '.join(ARCHS)})")
         if net.basis not in BASES:
             raise InputError(f"{p}: a nucleus model reading an unknown stain basis {net.basis!r} (known: {', '.join(BASES)})")
         try:
@@ -341,8 +451,9 @@ def device_for(device: str | None = None, gpu=None) -> str:
 
 
 def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
-          device: str | None = None, on_step: Callable[[int, float], None] | None = None, basis: str = "od"):
-    """A U-Net fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule).
+          device: str | None = None, on_step: Callable[[int, float], None] | None = None, basis: str = "od",
+          arch: str = "unet"):
+    """A finder (``build(width, arch)``) fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule).
 
     Through fixed vectors (``basis`` "reference") each patch also gets a colour cast the image's own correction may
     have left (an optical density offset, ``CAST_SD`` per RGB channel)."""
@@ -350,7 +461,7 @@ def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch:
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     dev = device_for(device)
-    module = build(width).to(dev)
+    module = build(width, arch).to(dev)
     opt = torch.optim.Adam(module.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=2e-4)
     module.train()
@@ -370,7 +481,7 @@ def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch:
 
 def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
         val_fraction: float = 0.2, folds: int = 0, device: str | None = None,
-        on_step: Callable[[int, float], None] | None = None, basis: str = "od") -> NucleusNet:
+        on_step: Callable[[int, float], None] | None = None, basis: str = "od", arch: str = "unet") -> NucleusNet:
     """Fit the U-Net to ``examples`` and choose its peak threshold on images it did not see.
 
     ``folds`` < 2: a ``val_fraction`` of the images is held out and the threshold chosen on them.
@@ -393,12 +504,13 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         if on_step:
             on_step(done + step, loss)
 
-    recipe = {"steps": steps, "width": width, "batch": batch, "basis": basis}
+    recipe = {"steps": steps, "width": width, "batch": batch, "basis": basis, "arch": arch}
+    shape = {"basis": basis, "arch": arch}
     if folds >= 2:
         counts = np.zeros((len(THRESHOLDS), 3), np.int64)
         for j, (rest, held) in enumerate(fold_splits(len(examples), folds, seed)):
             module = train([examples[i] for i in rest], seed=seed + 1 + j, device=device, on_step=counted, **recipe)
-            counts += match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, basis=basis), [examples[i] for i in held])
+            counts += match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, **shape), [examples[i] for i in held])
             done += steps
         module = train(examples, seed=seed, device=device, on_step=counted, **recipe)
         threshold, f1 = best_threshold(counts)
@@ -409,11 +521,11 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 4 else 0
         val, rest = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
         module = train(rest, seed=seed, device=device, on_step=counted, **recipe)
-        threshold, f1 = best_threshold(match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, basis=basis), val or rest))
+        threshold, f1 = best_threshold(match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, **shape), val or rest))
         info = {"train_images": len(rest), "val_images": len(val),
                 "threshold_chosen_on": "held-out images" if val else "training images (too few to hold out)"}
     info.update({"steps": steps, "batch": batch, "folds": folds, "val_f1": round(f1, 4), "val_radius_um": VAL_RADIUS_UM})
-    return NucleusNet.from_module(module, width, work_mpp, threshold, info, basis=basis)
+    return NucleusNet.from_module(module, width, work_mpp, threshold, info, **shape)
 
 
 def fold_splits(n: int, folds: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
