@@ -77,7 +77,8 @@ for mast cells), fewer cells on OS-1's right half (185 / 200 against 249 / 240) 
 against 1,573 / 1,350); dev ``gut`` 0.975 all, the CRC threshold images 0.21% / 0.23% against 0.23% / 0.26%
 (epithelium 0). Declared before those were measured: shipped only if the mast calls lost nothing beyond noise;
 ``washed`` fold 1 lost 0.05. So the report was not measured; the classifiers would have to be fitted again at its
-nuclei (a session's work). ``mastctl finetune nuclei --arch strided`` fits one. One fit takes 5-7 minutes on two CPU cores (3000 steps), a
+nuclei (a session's work). ``mastctl finetune nuclei --arch strided`` fits one.
+One fit takes 5-7 minutes on two CPU cores (3000 steps), a
 finder with its threshold three: the two fold finders and the shipped one together 50-70 minutes.
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
@@ -135,10 +136,12 @@ def main() -> int:
         a.two_fold.mkdir(parents=True, exist_ok=True)
         for k in range(2):
             print(f"fold {k}: fitted on the {len(halves[1 - k])} images it does not score", flush=True)
-            fit_on(halves[1 - k], truth, steps=a.steps, basis=a.basis, folds=a.folds, arch=a.arch, width=a.width).save(a.two_fold / FOLD_NAME.format(k=k))
+            net = fit_on(halves[1 - k], truth, steps=a.steps, basis=a.basis, folds=a.folds, arch=a.arch, width=a.width)
+            net.save(a.two_fold / FOLD_NAME.format(k=k))
     if not a.skip_shipped:
         print(f"shipped: all {len(images)} images", flush=True)
-        path = fit_on(images, truth, steps=a.steps, basis=a.basis, folds=a.folds, arch=a.arch, width=a.width).save(a.out)
+        net = fit_on(images, truth, steps=a.steps, basis=a.basis, folds=a.folds, arch=a.arch, width=a.width)
+        path = net.save(a.out)
         print(f"wrote {path}")
     return 0
 

@@ -353,7 +353,8 @@ class NucleusNet:
         net = cls(state, int(header["width"]), float(header["work_mpp"]), float(header["peak_threshold"]), header.get("info", {}),
                   basis=str(header.get("basis", "image")), arch=str(header.get("arch", "unet")))
         if net.arch not in ARCHS:
-            raise InputError(f"{p}: a nucleus model of an unknown architecture {net.arch!r} (known: {', '.join(ARCHS)})")
+            raise InputError(f"{p}: a nucleus model of an unknown architecture {net.arch!r} "
+                             f"(known: {', '.join(ARCHS)})")
         if net.basis not in BASES:
             raise InputError(f"{p}: a nucleus model reading an unknown stain basis {net.basis!r} (known: {', '.join(BASES)})")
         try:
@@ -453,7 +454,8 @@ def device_for(device: str | None = None, gpu=None) -> str:
 def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
           device: str | None = None, on_step: Callable[[int, float], None] | None = None, basis: str = "od",
           arch: str = "unet"):
-    """A finder (``build(width, arch)``) fitted on ``batch`` random PATCH crops of ``examples`` per step (cross-entropy, cosine schedule).
+    """A finder (``build(width, arch)``) fitted on ``batch`` random PATCH crops of ``examples`` per step
+    (cross-entropy, cosine schedule).
 
     Through fixed vectors (``basis`` "reference") each patch also gets a colour cast the image's own correction may
     have left (an optical density offset, ``CAST_SD`` per RGB channel)."""
@@ -510,7 +512,8 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         counts = np.zeros((len(THRESHOLDS), 3), np.int64)
         for j, (rest, held) in enumerate(fold_splits(len(examples), folds, seed)):
             module = train([examples[i] for i in rest], seed=seed + 1 + j, device=device, on_step=counted, **recipe)
-            counts += match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, **shape), [examples[i] for i in held])
+            inner = NucleusNet.from_module(module, width, work_mpp, 0.3, **shape)
+            counts += match_counts(inner, [examples[i] for i in held])
             done += steps
         module = train(examples, seed=seed, device=device, on_step=counted, **recipe)
         threshold, f1 = best_threshold(counts)
@@ -521,7 +524,8 @@ def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: i
         n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 4 else 0
         val, rest = [examples[i] for i in order[:n_val]], [examples[i] for i in order[n_val:]]
         module = train(rest, seed=seed, device=device, on_step=counted, **recipe)
-        threshold, f1 = best_threshold(match_counts(NucleusNet.from_module(module, width, work_mpp, 0.3, **shape), val or rest))
+        fitted = NucleusNet.from_module(module, width, work_mpp, 0.3, **shape)
+        threshold, f1 = best_threshold(match_counts(fitted, val or rest))
         info = {"train_images": len(rest), "val_images": len(val),
                 "threshold_chosen_on": "held-out images" if val else "training images (too few to hold out)"}
     info.update({"steps": steps, "batch": batch, "folds": folds, "val_f1": round(f1, 4), "val_radius_um": VAL_RADIUS_UM})
