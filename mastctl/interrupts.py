@@ -12,7 +12,8 @@ behind. Two places must not see it:
   rename an output's temporary file, which would otherwise be left behind.
 
 There the interrupt is recorded and delivered again every 0.1 s until the
-run has left such a place. :func:`install` sets this up for one CLI run,
+run has left such a place; a second Ctrl-C meanwhile (an import that hangs)
+leaves at once. :func:`install` sets this up for one CLI run,
 :func:`restore` puts the previous handlers back, :func:`stopped_by` says what
 stopped the run and its exit code (130 for Ctrl-C, 143 for SIGTERM).
 """
@@ -20,7 +21,9 @@ stopped the run and its exit code (130 for Ctrl-C, 143 for SIGTERM).
 from __future__ import annotations
 
 import _thread
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,7 +31,7 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SHIELDED: set[Any] = set()  # code objects of the functions an interrupt must not stop
-_state: dict[str, Any] = {"signal": None, "finished": False}
+_state: dict[str, Any] = {"signal": None, "finished": False, "waiting": False, "redelivered": False}
 _retry: list[threading.Timer] = []
 _NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
@@ -60,24 +63,49 @@ def stopped_by() -> tuple[str, int]:
     return _NAMES.get(signum, "interrupted"), 128 + int(signum)
 
 
+def _redeliver(signum: int) -> None:
+    _state["redelivered"] = True
+    if hasattr(signal, "pthread_kill"):  # a real signal: it also wakes a main thread that sleeps or waits
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    else:
+        _thread.interrupt_main(signum)
+
+
 def _handle(signum, frame) -> None:
+    again = _state["redelivered"]  # our own re-delivery, not another press of Ctrl-C
+    _state["redelivered"] = False
     if _state["signal"] is None:
         _state["signal"] = signum
     if _state["finished"]:
         return  # counted in the exit code already
     if unsafe(frame):
-        retry = threading.Timer(0.1, _thread.interrupt_main, args=(signum,))
+        if _state["waiting"] and not again:
+            _leave_now()  # a second signal while the first waits (an import that hangs): leave at once
+        _state["waiting"] = True
+        retry = threading.Timer(0.1, _redeliver, args=(signum,))
         retry.daemon = True
         _retry[:] = [retry]
         retry.start()
         return
+    _state["waiting"] = False
     raise KeyboardInterrupt
+
+
+def _leave_now() -> None:
+    """Exit at once, without unwinding (an exception cannot safely cross an import): the unfinished outputs'
+    temporary files are removed first."""
+    writers = sys.modules.get("mastctl.writers")
+    if writers is not None:
+        writers.remove_unfinished()
+    word, code = stopped_by()
+    os.write(2, f"mastctl: error: {word}\n".encode())
+    os._exit(code)
 
 
 def install() -> dict[int, Any]:
     """Take over SIGINT and SIGTERM for one run (main thread only; a signal ignored or already handled by the
     caller is left alone); returns the handlers to restore."""
-    _state.update(signal=None, finished=False)
+    _state.update(signal=None, finished=False, waiting=False, redelivered=False)
     if threading.current_thread() is not threading.main_thread():
         return {}
     previous = {}

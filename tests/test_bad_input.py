@@ -378,6 +378,32 @@ def test_ctrl_c_during_an_import_waits_for_it_then_interrupts(tmp_path):
     assert r.stdout.splitlines() == ["interrupted; module imported whole: True True"], r.stdout + r.stderr
 
 
+_HANGS_IN_AN_IMPORT = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+from mastctl import interrupts
+previous = interrupts.install()
+try:
+    import hanging_module  # sends itself SIGINT, then never finishes importing
+finally:
+    interrupts.restore(previous)
+'''
+
+
+def test_a_second_ctrl_c_leaves_an_import_that_hangs(tmp_path):
+    (tmp_path / "hanging_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                                "print('waiting', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", _HANGS_IN_AN_IMPORT, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.5)  # the first Ctrl-C waits for the import (re-delivered every 0.1 s, and still waiting)
+    assert proc.poll() is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip() == "mastctl: error: interrupted" and time.monotonic() - t0 < 10, err
+
+
 _WAITS_FOR_SHIELDED = '''
 import os, signal
 from mastctl import interrupts
