@@ -61,8 +61,8 @@ def _torch():
 ARCHS = ("unet", "strided")
 # The strided finder's 3x3 convolutions in order: (input channels, output channels, stride) in units of its width c
 # (0: the image's three channels).
-# a = 1(0(x)) at 1/2 scale; b = 5(4(3(2(a)))) at 1/4; c = 8(7(6(b))) at 1/8; b = 9([b, up(c)]); a = 10([a, up(b)]);
-# the 1x1 head reads a, and its logit is resampled (bilinear) to the input's size.
+# How they connect: ``strided_net``; the 1x1 head reads its output, and its logit is resampled (bilinear) to the
+# input's size.
 STRIDED = ((0, 1, 2), (1, 1, 1), (1, 2, 2), (2, 2, 1), (2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 1), (2, 2, 1), (4, 2, 1),
            (3, 1, 1))
 
@@ -102,6 +102,17 @@ def build(width: int = 16, arch: str = "unet"):
     return UNet()
 
 
+def strided_net(x, conv, up, cat):
+    """The strided finder's wiring (``STRIDED``) whatever runs it: ``conv(t, i)`` the i-th convolution (with its
+    ReLU), ``up`` doubles both sides (nearest), ``cat`` joins two maps' channels; returns the last feature map (half
+    the input's scale), which the 1x1 head reads."""
+    a = conv(conv(x, 0), 1)
+    b = conv(conv(conv(conv(a, 2), 3), 4), 5)
+    c = conv(conv(conv(b, 6), 7), 8)
+    b = conv(cat(b, up(c)), 9)
+    return conv(cat(a, up(b)), 10)
+
+
 def _build_strided(torch, width: int):
     nn, f = torch.nn, torch.nn.functional
 
@@ -115,12 +126,8 @@ def _build_strided(torch, width: int):
             self.out = nn.Conv2d(width, 1, 1)
 
         def forward(self, x):
-            L = self.convs
-            a = L[1](L[0](x))
-            b = L[5](L[4](L[3](L[2](a))))
-            c = L[8](L[7](L[6](b)))
-            b = L[9](torch.cat([b, f.interpolate(c, size=b.shape[2:])], 1))
-            a = L[10](torch.cat([a, f.interpolate(b, size=a.shape[2:])], 1))
+            a = strided_net(x, lambda t, i: self.convs[i](t), lambda t: f.interpolate(t, scale_factor=2),
+                            lambda s, t: torch.cat([s, t], 1))
             return f.interpolate(self.out(a), size=x.shape[2:], mode="bilinear", align_corners=False)
 
     return Strided()
@@ -138,20 +145,6 @@ def _upsample2_linear(m: np.ndarray, axis: int) -> np.ndarray:
     shape[axis] = -1
     w = w.reshape(shape)
     return np.take(m, lo, axis=axis) * (1 - w) + np.take(m, hi, axis=axis) * w
-
-
-def _conv3x3_s2_relu(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ReLU(3x3 convolution, stride 2, zero padding 1) of NHWC ``h`` (even H, W) with ``w`` (O, C, 3, 3)."""
-    n, hh, ww, c = h.shape
-    padded = np.zeros((n, hh + 2, ww + 2, c), np.float32)
-    padded[:, 1:-1, 1:-1] = h
-    taps = w.transpose(2, 3, 1, 0)
-    out = np.empty((n, hh // 2, ww // 2, len(w)), np.float32)
-    out[:] = b
-    for dy in range(3):
-        for dx in range(3):
-            out += padded[:, dy : dy + hh : 2, dx : dx + ww : 2] @ taps[dy, dx]
-    return np.maximum(out, 0, out=out)
 
 
 def target_map(shape: tuple[int, int], points_px: np.ndarray, radius_px: float) -> np.ndarray:
@@ -269,18 +262,9 @@ class NucleusNet:
 
     @staticmethod
     def _forward_strided(x: np.ndarray, convs) -> np.ndarray:
-        def conv(h, i):
-            stride = STRIDED[i][2]
-            return _conv3x3_s2_relu(h, *convs[i]) if stride == 2 else _conv3x3_relu(h, *convs[i])
-
-        def up(h):
-            return h.repeat(2, axis=1).repeat(2, axis=2)
-
-        a = conv(conv(np.ascontiguousarray(x.transpose(1, 2, 0))[None], 0), 1)
-        b = conv(conv(conv(conv(a, 2), 3), 4), 5)
-        c = conv(conv(conv(b, 6), 7), 8)
-        b = conv(np.concatenate([b, up(c)], axis=3), 9)
-        a = conv(np.concatenate([a, up(b)], axis=3), 10)
+        a = strided_net(np.ascontiguousarray(x.transpose(1, 2, 0))[None],
+                        lambda h, i: _conv3x3_relu(h, *convs[i], stride=STRIDED[i][2]),
+                        lambda h: h.repeat(2, axis=1).repeat(2, axis=2), lambda g, h: np.concatenate([g, h], axis=3))
         w, bias = convs[-1]
         logit = a[0] @ w[:, :, 0, 0].T + bias
         logit = _upsample2_linear(_upsample2_linear(logit[:, :, 0], 0), 1)
@@ -296,13 +280,8 @@ class NucleusNet:
         if self.arch == "strided":
             with torch.inference_mode():
                 h = torch.from_numpy(np.ascontiguousarray(x))[None].contiguous(memory_format=torch.channels_last)
-                L = [lambda t, i=i: f.conv2d(t, *convs[i], stride=STRIDED[i][2], padding=1).relu_()
-                     for i in range(len(STRIDED))]
-                a = L[1](L[0](h))
-                b = L[5](L[4](L[3](L[2](a))))
-                c = L[8](L[7](L[6](b)))
-                b = L[9](torch.cat([b, f.interpolate(c, scale_factor=2)], 1))
-                a = L[10](torch.cat([a, f.interpolate(b, scale_factor=2)], 1))
+                a = strided_net(h, lambda t, i: f.conv2d(t, *convs[i], stride=STRIDED[i][2], padding=1).relu_(),
+                                lambda t: f.interpolate(t, scale_factor=2), lambda s, t: torch.cat([s, t], 1))
                 logit = f.interpolate(f.conv2d(a, *convs[-1]), scale_factor=2, mode="bilinear", align_corners=False)
                 return torch.sigmoid(logit)[0, 0].numpy()
 
