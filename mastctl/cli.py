@@ -215,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     finally:
-        interrupts.restore(previous)
-        if "mastctl.writers" in sys.modules:
-            sys.modules["mastctl.writers"].remove_unfinished()
+        interrupts.restore(previous)  # also removes the temporary files of outputs never finished
 
 
 def _run(argv: list[str] | None) -> int:

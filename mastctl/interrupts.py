@@ -14,7 +14,8 @@ behind. Two places must not see it:
 There the interrupt is recorded and delivered again every 0.1 s until the
 run has left such a place; a second Ctrl-C meanwhile (an import that hangs)
 leaves at once. :func:`install` sets this up for one CLI run,
-:func:`restore` puts the previous handlers back, :func:`stopped_by` says what
+:func:`restore` ends it (running what :func:`at_stop` registered, such as the
+removal of unfinished outputs) and puts the previous handlers back, :func:`stopped_by` says what
 stopped the run and its exit code (130 for Ctrl-C, 143 for SIGTERM).
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import _thread
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _SHIELDED: set[Any] = set()  # code objects of the functions an interrupt must not stop
 _state: dict[str, Any] = {"signal": None, "finished": False, "waiting": False, "redelivered": False}
 _retry: list[threading.Timer] = []
+_at_stop: list[Callable[[], None]] = []  # run as a run ends, however it ends (writers: remove unfinished outputs)
 _NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
@@ -40,6 +41,17 @@ def shielded(fn: F) -> F:
     """Mark ``fn`` as a place where Ctrl-C waits until it returns."""
     _SHIELDED.add(fn.__code__)
     return fn
+
+
+def at_stop(fn: F) -> F:
+    """Run ``fn`` as each run ends (:func:`restore`), or before a forced exit."""
+    _at_stop.append(fn)
+    return fn
+
+
+def _run_at_stop() -> None:
+    for fn in _at_stop:
+        fn()
 
 
 def unsafe(frame) -> bool:
@@ -94,9 +106,7 @@ def _handle(signum, frame) -> None:
 def _leave_now() -> None:
     """Exit at once, without unwinding (an exception cannot safely cross an import): the unfinished outputs'
     temporary files are removed first."""
-    writers = sys.modules.get("mastctl.writers")
-    if writers is not None:
-        writers.remove_unfinished()
+    _run_at_stop()
     word, code = stopped_by()
     os.write(2, f"mastctl: error: {word}\n".encode())
     os._exit(code)
@@ -118,9 +128,11 @@ def install() -> dict[int, Any]:
 
 
 def restore(previous: dict[int, Any]) -> None:
-    """The run is over: drop a waiting re-delivery and put the ``previous`` handlers back."""
+    """The run is over: drop a waiting re-delivery, run the :func:`at_stop` functions and put the ``previous``
+    handlers back."""
     _state["finished"] = True
     for retry in _retry:
         retry.cancel()
+    _run_at_stop()
     for signum, handler in previous.items():
         signal.signal(signum, handler)

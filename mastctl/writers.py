@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mastctl.cells import CELL_CLASSES, SCHEMA, Cell, Detections, cell_class
 from mastctl.errors import InputError, UsageError
-from mastctl.interrupts import shielded
+from mastctl.interrupts import at_stop, shielded
 
 if TYPE_CHECKING:
     from mastctl.imaging import Image
@@ -330,8 +330,9 @@ def render_overlay(cells: Sequence[Cell], pixels, mpp: float | None) -> bytes:
 _UNFINISHED: set[str] = set()  # temporary files not yet renamed into place or removed
 
 
+@at_stop
 def remove_unfinished() -> None:
-    """Remove the temporary files of outputs never finished (the CLI calls this as it exits)."""
+    """Remove the temporary files of outputs never finished (as each CLI run ends)."""
     for tmp in list(_UNFINISHED):
         _UNFINISHED.discard(tmp)
         try:
