@@ -132,15 +132,16 @@ def main() -> int:
         return 2
     truth = load_truth(CRC / "points.csv", classes=["detection"])
     images, halves = crc_halves(CRC)
+    recipe = {"steps": a.steps, "basis": a.basis, "folds": a.folds, "arch": a.arch, "width": a.width}
     if a.two_fold:
         a.two_fold.mkdir(parents=True, exist_ok=True)
         for k in range(2):
             print(f"fold {k}: fitted on the {len(halves[1 - k])} images it does not score", flush=True)
-            net = fit_on(halves[1 - k], truth, steps=a.steps, basis=a.basis, folds=a.folds, arch=a.arch, width=a.width)
+            net = fit_on(halves[1 - k], truth, **recipe)
             net.save(a.two_fold / FOLD_NAME.format(k=k))
     if not a.skip_shipped:
         print(f"shipped: all {len(images)} images", flush=True)
-        net = fit_on(images, truth, steps=a.steps, basis=a.basis, folds=a.folds, arch=a.arch, width=a.width)
+        net = fit_on(images, truth, **recipe)
         path = net.save(a.out)
         print(f"wrote {path}")
     return 0
