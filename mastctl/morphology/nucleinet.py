@@ -12,7 +12,7 @@ back), to a proximity map, exp(-(d / r)^2) of the distance to the
 nearest nucleus centre; its peaks are nuclei, above a threshold chosen on
 held-out images. The detector reports a cell at each peak and takes its class
 from the seeded region under it (``morphology.placed_by_the_finder``). The
-shipped finder (``nucleus_net.safetensors``) is fitted by
+shipped finder (``nucleus_net.safetensors``, the strided net at width 16 since 2026-12-06) is fitted by
 ``bench/train_nucleus_net.py`` on real colorectal nuclei; ``mastctl finetune
 nuclei`` fits one to your point annotations (``-O nuclei=nuclei.safetensors``).
 Files are safetensors with a JSON header (never pickle), read and written here
