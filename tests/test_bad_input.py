@@ -339,7 +339,7 @@ def test_a_signal_says_why_exits_128_plus_it_and_leaves_no_partial_file(ws, sign
     for delay in delays:
         out = ws / f"out{delay}"
         proc = subprocess.Popen([str(exe), "detect", str(tiles), "-o", str(out), "--format", "geojson"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ws)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ws, preexec_fn=_as_from_a_terminal)
         time.sleep(delay)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
@@ -349,6 +349,12 @@ def test_a_signal_says_why_exits_128_plus_it_and_leaves_no_partial_file(ws, sign
         assert proc.returncode == code and text.strip().splitlines()[-1] == f"mastctl: error: {word}", text
         assert "Traceback" not in text
         assert not [p for p in ws.rglob("*.part")]
+
+
+def _as_from_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (``cmd &`` in a script) ignores SIGINT,
+    its children inherit that, and mastctl rightly leaves an ignored signal alone (these tests then saw nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 _WAITS_FOR_IMPORT = '''
@@ -374,6 +380,7 @@ def test_ctrl_c_during_an_import_waits_for_it_then_interrupts(tmp_path):
     (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
                                              "for _ in range(3):\n    time.sleep(0.1)\nDONE = True\n")
     r = subprocess.run([sys.executable, "-c", _WAITS_FOR_IMPORT, str(tmp_path)], capture_output=True, text=True,
+                       preexec_fn=_as_from_a_terminal,
                        timeout=60)
     assert r.stdout.splitlines() == ["interrupted; module imported whole: True True"], r.stdout + r.stderr
 
@@ -393,7 +400,8 @@ finally:
 def test_a_second_ctrl_c_leaves_an_import_that_hangs(tmp_path):
     (tmp_path / "hanging_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
                                                 "print('waiting', flush=True)\ntime.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", _HANGS_IN_AN_IMPORT, str(tmp_path)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _HANGS_IN_AN_IMPORT, str(tmp_path)], preexec_fn=_as_from_a_terminal,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "waiting"
     time.sleep(0.5)  # the first Ctrl-C waits for the import (re-delivered every 0.1 s, and still waiting)
@@ -429,7 +437,8 @@ finally:
 
 
 def test_ctrl_c_inside_a_shielded_function_waits_for_it_to_return():
-    r = subprocess.run([sys.executable, "-c", _WAITS_FOR_SHIELDED], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", _WAITS_FOR_SHIELDED], capture_output=True, text=True, timeout=60,
+                       preexec_fn=_as_from_a_terminal)
     assert r.stdout.strip() == "create,rename", r.stdout + r.stderr
 
 
