@@ -98,8 +98,8 @@ folds 0.818 / 0.781) against 0.798, synthetic validation mast F1 0.950 / 0.958 b
 synthetic 4.6x against 6.2x; ``bench/real_tissue.py`` ccMCT vb0 0.783 against 0.762, CRC 0.56% / 0.07% of cells /
 epithelium against 0.55% / 0.07%, nucleus F1 0.799 (the fold crop nets decide which seeded mast cells stay), gut
 0.950 both, held-out style ``faded`` 0.795 against 0.792.
-One fit takes 5-7 minutes on two CPU cores (3000 steps), a
-finder with its threshold three: the two fold finders and the shipped one together 50-70 minutes.
+One fit of the strided net takes 2-3 minutes on two CPU cores (3000 steps; the U-Net 5-7), a
+finder with its threshold three (about 7 minutes): the two fold finders and the shipped one together about 20.
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
 

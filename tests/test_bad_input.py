@@ -380,8 +380,7 @@ def test_ctrl_c_during_an_import_waits_for_it_then_interrupts(tmp_path):
     (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
                                              "for _ in range(3):\n    time.sleep(0.1)\nDONE = True\n")
     r = subprocess.run([sys.executable, "-c", _WAITS_FOR_IMPORT, str(tmp_path)], capture_output=True, text=True,
-                       preexec_fn=_as_from_a_terminal,
-                       timeout=60)
+                       preexec_fn=_as_from_a_terminal, timeout=60)
     assert r.stdout.splitlines() == ["interrupted; module imported whole: True True"], r.stdout + r.stderr
 
 
@@ -400,9 +399,8 @@ finally:
 def test_a_second_ctrl_c_leaves_an_import_that_hangs(tmp_path):
     (tmp_path / "hanging_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
                                                 "print('waiting', flush=True)\ntime.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", _HANGS_IN_AN_IMPORT, str(tmp_path)], preexec_fn=_as_from_a_terminal,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _HANGS_IN_AN_IMPORT, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
     assert proc.stdout.readline().strip() == "waiting"
     time.sleep(0.5)  # the first Ctrl-C waits for the import (re-delivered every 0.1 s, and still waiting)
     assert proc.poll() is None

@@ -72,7 +72,8 @@ def build(width: int = 16, arch: str = "unet"):
 
     ``unet``: a three-level U-Net at full scale. ``strided``: the same idea with its first convolution at stride 2,
     so that every layer works at half the scale or less (at width 16, under half the time of the U-Net at width 8);
-    its logit map is resampled to the input's size. Not the built-in finder: see bench/train_nucleus_net.py."""
+    its logit map is resampled to the input's size. The built-in finder is the strided net at width 16 (since
+    2026-12-06; bench/train_nucleus_net.py)."""
     torch = _torch()
     nn = torch.nn
     if arch == "strided":
@@ -463,7 +464,7 @@ def train(examples: list[Example], *, steps: int = 3000, width: int = 16, batch:
 def fit(examples: list[Example], *, steps: int = 3000, width: int = 16, batch: int = 8, seed: int = 0,
         val_fraction: float = 0.2, folds: int = 0, device: str | None = None,
         on_step: Callable[[int, float], None] | None = None, basis: str = "od", arch: str = "unet") -> NucleusNet:
-    """Fit the U-Net to ``examples`` and choose its peak threshold on images it did not see.
+    """Fit the finder (``arch``) to ``examples`` and choose its peak threshold on images it did not see.
 
     ``folds`` < 2: a ``val_fraction`` of the images is held out and the threshold chosen on them.
     ``folds`` = K >= 2: K fits on (K-1)/K of the images each map the rest, the threshold is chosen on
