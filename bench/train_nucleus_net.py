@@ -99,7 +99,9 @@ synthetic 4.6x against 6.2x; ``bench/real_tissue.py`` ccMCT vb0 0.783 against 0.
 epithelium against 0.55% / 0.07%, nucleus F1 0.799 (the fold crop nets decide which seeded mast cells stay), gut
 0.950 both, held-out style ``faded`` 0.795 against 0.792.
 One fit of the strided net takes 2-3 minutes on two CPU cores (3000 steps; the U-Net 5-7), a
-finder with its threshold three (about 7 minutes): the two fold finders and the shipped one together about 20.
+finder with its threshold three (about 9 minutes): the two fold finders and the shipped one together about 25.
+Rebuilt on 2026-12-06 at e55b324 with ``python bench/train_nucleus_net.py --out /tmp/x.safetensors``: the
+shipped strided finder bit for bit (SHA-256 c430bcdb..., 530 s; threshold 0.25, out-of-fold F1 0.7935).
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
 
