@@ -569,6 +569,25 @@ def test_mast_net_numpy_inference_equals_torch_and_refuses_damaged_files(tmp_pat
         MastNet.load(tmp_path / "missing.npz")
 
 
+def test_crops_are_the_windows_of_the_zero_padded_maps_at_every_position():
+    from mastctl.morphology.mastnet import crop_source, linear_zoom
+
+    maps = np.random.default_rng(3).random((3, 37, 52)).astype(np.float32)
+    # corners, edges, just outside the image and far outside it (clipped to the edge), at the crop scale and at 0.6 um/px
+    xy = np.array([[0, 0], [51, 36], [26.4, 18.6], [-3, 40], [60, -5], [1e4, 1e4], [0.5, 35.5]], np.float64)
+    for mpp in (0.5, 0.6):
+        zoom = mpp / 0.5
+        ref_maps = maps if mpp == 0.5 else linear_zoom(maps, zoom)
+        h, w = ref_maps.shape[1:]
+        padded = np.pad(ref_maps, ((0, 0), (21, 21), (21, 21)))
+        crops = crop_source(maps, mpp)(xy)
+        assert crops.shape == (len(xy), 3, 40, 40) and crops.dtype == np.float32 and crops.flags["C_CONTIGUOUS"]
+        for crop, (x, y) in zip(crops, xy * zoom, strict=True):
+            cx, cy = int(np.clip(np.round(x), 0, w)) + 1, int(np.clip(np.round(y), 0, h)) + 1
+            assert np.array_equal(crop, padded[:, cy:cy + 40, cx:cx + 40])
+        assert crop_source(maps, mpp)(np.zeros((0, 2))).shape == (0, 3, 40, 40)
+
+
 def test_the_mast_net_is_on_by_default_and_named_in_the_provenance():
     det = registry.create("detector", "morphology", Profile())
     assert det.mast_net is not None and det.mast_threshold == default_model().mast_threshold
