@@ -359,7 +359,7 @@ def test_a_cell_is_a_mast_cell_when_either_expert_is_sure_of_it():
     P under ``net_veto``) takes it away."""
     from mastctl.morphology import classify
 
-    probs = [[0.40, 0.05, 0.40, 0.05, 0.03, 0.03, 0.02, 0.02],  # the criteria model: a mast cell (0.45 >= 0.3)
+    probs = [[0.05, 0.40, 0.40, 0.05, 0.03, 0.03, 0.02, 0.02],  # the criteria: an implicit mast cell (0.45 >= 0.3)
              [0.05, 0.05, 0.70, 0.05, 0.05, 0.04, 0.04, 0.02],  # a lymphocyte
              [0.02, 0.02, 0.05, 0.02, 0.02, 0.02, 0.05, 0.80]]  # no cell
     Stub, analysis = _stub_analysis(probs, [[10.0, 10.0], [60.0, 10.0], [110.0, 10.0]])
@@ -567,6 +567,28 @@ def test_mast_net_numpy_inference_equals_torch_and_refuses_damaged_files(tmp_pat
         MastNet.load(tmp_path / "bad.npz")
     with pytest.raises(InputError, match="no such"):
         MastNet.load(tmp_path / "missing.npz")
+
+
+def test_an_explicit_call_needs_more_of_the_nets_belief_than_an_implicit_one():
+    """An explicit mast cell is one H&E shows (granular, purple cytoplasm), so the net should see it too: a criteria
+    call of kind explicit goes where the net's own P is under ``net_veto_explicit`` (0.3), an implicit one (the IHC
+    shows it, H&E barely) only under ``net_veto`` (0.07); and with the veto off (``net_veto=0``) neither."""
+    from mastctl.morphology import NET_VETO_EXPLICIT, classify
+
+    assert NET_VETO_EXPLICIT == 0.3
+    probs = [[0.40, 0.05, 0.40, 0.05, 0.03, 0.03, 0.02, 0.02],  # explicit (0.45 >= 0.3)
+             [0.05, 0.40, 0.40, 0.05, 0.03, 0.03, 0.02, 0.02]]  # implicit
+    Stub, analysis = _stub_analysis(probs, [[10.0, 10.0], [60.0, 10.0]])
+    model = Stub("logistic", list(measure.FEATURE_NAMES), list(CLASSES), {}, 1.0, 1.0, 0.3)
+
+    def labels(p, **kw):
+        return [c.label for c in classify(analysis, model, p_net=np.array(p), sheet=None, **kw)]
+
+    assert labels([0.2, 0.2]) == ["lymphocyte", "mast_cell"]  # the net half-doubts both: only the explicit one goes
+    assert labels([0.35, 0.05]) == ["mast_cell", "lymphocyte"]  # enough belief for the explicit; sure the other is not
+    assert labels([0.2, 0.2], net_veto_explicit=0.1) == ["mast_cell", "mast_cell"]
+    assert labels([0.2, 0.05], net_veto=0) == ["mast_cell", "mast_cell"]  # the veto off: no bound at all
+    assert labels([0.15, 0.15], net_veto=0.2, net_veto_explicit=0.1) == ["lymphocyte", "lymphocyte"]  # the larger
 
 
 def test_crops_are_the_windows_of_the_zero_padded_maps_at_every_position():

@@ -192,10 +192,11 @@ def test_a_peak_the_finder_puts_in_collagen_is_not_a_cell():
 
 def test_the_detector_option_and_the_constant_agree():
     from mastctl.backends.detectors.morphology import MorphologyDetector
-    from mastctl.morphology import FOUND_MIN_H_OVER_E, NET_VETO
+    from mastctl.morphology import FOUND_MIN_H_OVER_E, NET_VETO, NET_VETO_EXPLICIT
 
     options = MorphologyDetector.Options()
-    assert (options.found_min_h_over_e, options.net_veto) == (FOUND_MIN_H_OVER_E, NET_VETO)
+    assert (options.found_min_h_over_e, options.net_veto, options.net_veto_explicit) == (FOUND_MIN_H_OVER_E, NET_VETO,
+                                                                                        NET_VETO_EXPLICIT)
     # the veto is the built-in criteria's: a model fitted to your own labels keeps its calls unless asked
     assert MorphologyDetector(options).net_veto == NET_VETO
     own = MorphologyDetector.Options(model=str(Path(__file__).parents[1] / "mastctl" / "morphology" / "default_model.json"))

@@ -10,7 +10,7 @@ fitted to your annotations with `mastctl finetune morphology` and passed as
 ``--option model=model.json`` (or ``backend_options.morphology.model``), with a
 second opinion from the built-in mast-cell crop net (``mast_net``; ``-O
 mast_net=none`` turns it off): a nucleus is a mast cell when either is sure (and the net does
-not veto it: ``net_veto``), or
+not veto it: ``net_veto``, ``net_veto_explicit``), or
 when the net half-believes it among neighbours it believes (``sheet``).
 """
 
@@ -49,6 +49,7 @@ class MorphologyDetector:
         nuclei_flips: bool = Field(False, description="Average the learned nucleus finder's map over the four flips of each image: more nuclei found right (CRC two-fold nucleus F1 0.798 -> 0.803, README) for three times the finder's work (detection about 1.6x as slow).")
         found_min_h_over_e: float = Field(0.5, ge=0, description="A nucleus only the learned finder found (no stain-threshold region under it) is kept when its centre reads at least this much hematoxylin per eosin: the finder, fitted on colorectal cancer, also fires on the eosin-dense collagen of a dermis (README). 0: keep them all.")
         net_veto: float = Field(0.07, ge=0, lt=0.5, description="The mast-cell net overrules a mast call of the built-in criteria classifier when its own P(mast) is below this: the criteria learned the synthetic renderer and, on stains they never saw, take lymphocytes and plasma cells for mast cells (README). 0: never; off with a `model` of your own unless set.")
+        net_veto_explicit: float = Field(0.3, ge=0, le=0.5, description="The mast-cell net overrules an explicit mast call of the built-in criteria classifier (a cell they say H&E shows: granular, purple cytoplasm; the net should see it too) when its own P(mast) is below this, or below net_veto if larger; implicit calls (the IHC shows them, H&E barely) keep net_veto. Applies where the veto is on (net_veto > 0; README).")
         mast_threshold: float | None = Field(None, gt=0, le=1, description="Report a mast cell from this probability on (null: the model's; the mast-cell net's own decision point is moved onto it); higher = fewer, surer cells.")
         sheet: bool = Field(True, description="The sheet rule: a cell the mast-cell net half-believes (P >= 0.1 on its own scale) among neighbours it believes (median >= 0.2 of its 6 nearest within 20 um) is a mast cell: neoplastic mast cells grow in sheets where the net is short of sure of each (README). -O sheet=false: each cell on its own.")
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
@@ -165,6 +166,7 @@ class MorphologyDetector:
             def p_net(xy):  # P(mast) of the nuclei at these working-pixel positions (maps resampled once)
                 return net.probability(crops(xy))
         cells = classify(analysis, self.model, o.mast_threshold, p_net=p_net, sheet=SHEET_RULE if o.sheet else None,
-                         found_min_h_over_e=o.found_min_h_over_e, cast=cast, net_veto=self.net_veto)
+                         found_min_h_over_e=o.found_min_h_over_e, cast=cast, net_veto=self.net_veto,
+                         net_veto_explicit=o.net_veto_explicit)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})
