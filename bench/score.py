@@ -105,7 +105,7 @@ def speed(images: list[Path], detector, repeat: int) -> tuple[float, float, floa
     return sum(decode.values()), sum(whole.values()), sum(pixels.values()) / 1e6
 
 
-def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = None, folds: int = 0,
+def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = None, folds: int | None = None,
                  options: dict | None = None) -> dict:
     """Nucleus F1 on each CRC half with a nucleus finder fitted on the other half (or ``models``, one per fold), the
     morphology detector run with ``options`` (the command line's ``-O``) besides."""
@@ -121,10 +121,9 @@ def crc_two_fold(truth, steps: int, workdir: Path, models: list[Path] | None = N
             net = nucleinet.NucleusNet.load(models[k])
             path, steps = models[k], net.info.get("steps", "?")
         else:
-            from train_nucleus_net import RECIPE  # the shipped finder's recipe
+            from train_nucleus_net import fit_on  # the shipped finder's recipe (``folds`` None: its own)
 
-            net = nucleinet.fit(nucleinet.examples_from_annotations(train, truth, mpp=0.55), **{**RECIPE, "steps": steps},
-                                folds=folds)
+            net = fit_on(train, truth, steps=steps, **({} if folds is None else {"folds": folds}))
             path = net.save(workdir / f"crc-nuclei-fold{k}.safetensors")
         fit_s = time.perf_counter() - t0
         profile = Profile.model_validate({"backend_options": {"morphology": {**(options or {}), "nuclei": str(path)}}})
@@ -152,8 +151,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench")
     parser.add_argument("--repeat", type=int, default=3, help="speed: runs per tile, the fastest kept")
     parser.add_argument("--crc-nuclei-steps", type=int, default=0, help="also fit nucleus finders on CRC halves (2-fold)")
-    parser.add_argument("--crc-nuclei-folds", type=int, default=0,
-                        help="with --crc-nuclei-steps: choose each finder's threshold by K-fold out-of-fold maps (K+1 fits)")
+    parser.add_argument("--crc-nuclei-folds", type=int, default=None,
+                        help="with --crc-nuclei-steps: choose each finder's threshold by K-fold out-of-fold maps (K+1 fits; "
+                             "0: on a held-out fifth; default: the shipped recipe's, bench/train_nucleus_net.py)")
     parser.add_argument("--crc-nuclei-models", default="",
                         help="two nucleus models (comma-separated) fitted on the even and the odd CRC halves "
                              "(bench/nuclei_cv.py's selected-fold0/1): score them instead of fitting")

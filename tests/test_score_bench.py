@@ -38,3 +38,41 @@ def test_the_two_fold_line_keeps_the_options_of_the_command_line(monkeypatch, tm
     assert abs(out["f1"] - 0.8) < 1e-9
     score.crc_two_fold(truth, 0, tmp_path, [shipped, shipped])
     assert seen[-1] == {"nuclei": str(shipped)}
+
+
+def test_the_two_fold_line_fits_its_finders_with_the_shipped_recipe(monkeypatch, tmp_path):
+    """Without finder files (``--crc-nuclei-steps N``) each fold's finder is fitted on the other half by
+    train_nucleus_net's recipe (its own threshold folds unless ``--crc-nuclei-folds`` says otherwise), saved, and
+    the held-out half scored with it."""
+    from PIL import Image
+
+    from mastctl import synth
+    from mastctl.truth import image_key
+
+    score = _score_module(monkeypatch)
+    paths, truth = [], {}
+    for i in range(4):
+        tile = synth.render_tile([7, i], synth.SynthOptions(size=192))
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(tile.he).save(path)
+        paths.append(path)
+        truth[image_key(path)] = SimpleNamespace(cells=[SimpleNamespace(x=c.x, y=c.y) for c in tile.cells], mpp=None)
+    monkeypatch.setattr(score, "crc_halves", lambda *a: (paths, (paths[:2], paths[2:])))
+    scored = []
+
+    def compare(images, truth, backends, profile, **kw):
+        scored.append((list(images), profile.backend_options["morphology"]["nuclei"]))
+        detection = SimpleNamespace(tp=8, fp=2, fn=2, precision=0.8, recall=0.8, f1=0.8)
+        return SimpleNamespace(runs=[SimpleNamespace(evaluation=SimpleNamespace(detection=detection))])
+
+    monkeypatch.setattr(score.compare, "compare", compare)
+    out = score.crc_two_fold(truth, 2, tmp_path)
+    assert [images for images, _ in scored] == [paths[:2], paths[2:]] and out["steps"] == 2
+    from mastctl.morphology.nucleinet import NucleusNet
+
+    for k, (_, finder) in enumerate(scored):
+        assert finder == str(tmp_path / f"crc-nuclei-fold{k}.safetensors")
+        net = NucleusNet.load(finder)
+        assert net.arch == "strided" and net.width == 16 and "2-fold" in net.info["threshold_chosen_on"]
+    score.crc_two_fold(truth, 2, tmp_path, folds=0)
+    assert "2-fold" not in NucleusNet.load(tmp_path / "crc-nuclei-fold0.safetensors").info["threshold_chosen_on"]
