@@ -17,6 +17,17 @@ def _score_module(monkeypatch):
     return module
 
 
+def _recording_compare(record):
+    """A stand-in for compare.compare that calls ``record(images, morphology options)`` and scores F1 0.8."""
+
+    def compare(images, truth, backends, profile, **kw):
+        record(list(images), profile.backend_options["morphology"])
+        detection = SimpleNamespace(tp=8, fp=2, fn=2, precision=0.8, recall=0.8, f1=0.8)
+        return SimpleNamespace(runs=[SimpleNamespace(evaluation=SimpleNamespace(detection=detection))])
+
+    return compare
+
+
 def test_the_two_fold_line_keeps_the_options_of_the_command_line(monkeypatch, tmp_path):
     from mastctl.morphology import nucleinet
 
@@ -24,13 +35,7 @@ def test_the_two_fold_line_keeps_the_options_of_the_command_line(monkeypatch, tm
     halves = ([tmp_path / "a.png"], [tmp_path / "b.png"])
     monkeypatch.setattr(score, "crc_halves", lambda *a: (halves[0] + halves[1], halves))
     seen = []
-
-    def compare(images, truth, backends, profile, **kw):
-        seen.append(profile.backend_options["morphology"])
-        detection = SimpleNamespace(tp=8, fp=2, fn=2, precision=0.8, recall=0.8, f1=0.8)
-        return SimpleNamespace(runs=[SimpleNamespace(evaluation=SimpleNamespace(detection=detection))])
-
-    monkeypatch.setattr(score.compare, "compare", compare)
+    monkeypatch.setattr(score.compare, "compare", _recording_compare(lambda images, options: seen.append(options)))
     shipped = Path(nucleinet.__file__).with_name(nucleinet.DEFAULT_NET)
     truth = {"a": SimpleNamespace(cells=[]), "b": SimpleNamespace(cells=[])}
     out = score.crc_two_fold(truth, 0, tmp_path, [shipped, shipped], options={"nuclei_flips": True})
@@ -59,13 +64,8 @@ def test_the_two_fold_line_fits_its_finders_with_the_shipped_recipe(monkeypatch,
         truth[image_key(path)] = SimpleNamespace(cells=[SimpleNamespace(x=c.x, y=c.y) for c in tile.cells], mpp=None)
     monkeypatch.setattr(score, "crc_halves", lambda *a: (paths, (paths[:2], paths[2:])))
     scored = []
-
-    def compare(images, truth, backends, profile, **kw):
-        scored.append((list(images), profile.backend_options["morphology"]["nuclei"]))
-        detection = SimpleNamespace(tp=8, fp=2, fn=2, precision=0.8, recall=0.8, f1=0.8)
-        return SimpleNamespace(runs=[SimpleNamespace(evaluation=SimpleNamespace(detection=detection))])
-
-    monkeypatch.setattr(score.compare, "compare", compare)
+    monkeypatch.setattr(score.compare, "compare",
+                        _recording_compare(lambda images, options: scored.append((images, options["nuclei"]))))
     out = score.crc_two_fold(truth, 2, tmp_path)
     assert [images for images, _ in scored] == [paths[:2], paths[2:]] and out["steps"] == 2
     from mastctl.morphology.nucleinet import NucleusNet
