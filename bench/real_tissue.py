@@ -172,7 +172,8 @@ def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str
 
 def synthetic_text(r: dict) -> str:
     """A synthetic set's mast F1 with its 95% bootstrap interval over tiles, precision and recall: with 16 tiles (about
-    110 mast cells) the interval is some 0.1 wide, and drawing the same style's tiles again moves F1 by up to 0.04."""
+    110 mast cells) the interval is some 0.07 wide (six draws of the development style's 16 tiles, seeds 8000-8005:
+    0.876-0.919, SD 0.016)."""
     ci = r.get("f1_ci95")
     interval = f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else ""
     return f"mast F1 {r['f1'] or 0:.3f}{interval} (P {r['precision'] or 0:.3f}, R {r['recall'] or 0:.3f})"

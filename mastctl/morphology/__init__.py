@@ -26,7 +26,12 @@ NEIGHBOUR_UM = 30.0  # the law of neighbourhood: how far an explicit mast cell v
 # unseen stain or camera (development style `washed`, synthetic dev tiles), and what real mast cells almost
 # never look like to the criteria (ccMCT tb2: 2 of the net's 241 cells). Tried on the choose sets on 2026-12-06 and not
 # kept: deferring more (plasma 0.6 / 0.5, lymphocyte 0.9 / 0.8 / 0.6) took washed mast F1 0.864 to 0.866-0.882 and
-# ccMCT tb2 0.623 to 0.598-0.572 — synthetic precision bought with real mast cells.
+# ccMCT tb2 0.623 to 0.598-0.572 — synthetic precision bought with real mast cells. Nor a bound that rises with the
+# criteria's sureness (tried 2026-12-06, later): the net promotes a cell the criteria call a lymphocyte or plasma cell with
+# P q only from its own P 0.5 + g (q - 0.5). Over g = 0, 0.25, 0.5, 0.75, 1 on the choose sets: tb2 0.671, 0.664, 0.662,
+# 0.652, 0.648; washed (seed 8000) 0.883, 0.891, 0.906, 0.918, 0.918 (seed 8001 0.903-0.914); dev gut 0.970 throughout;
+# skin 4, 3, 3, 3, 3 calls. NET_VETO's rule would take 0.75, but tb2 loses at every g, so it was not shipped; reported
+# once, at 0.75: the held-out style `faded` 0.820 -> 0.822, ccMCT vb0 0.783 -> 0.756. The washed gain did not carry over.
 NET_DEFERS_TO = {"plasma_cell": 0.8}
 # The crop net overrules a mast call of the criteria model when its own P(mast) is below this: the criteria learned the
 # renderer, and on a style they never saw take lymphocytes and plasma cells for mast cells (washed: 18 of their 105
