@@ -1,8 +1,9 @@
-"""The console script: Ctrl-C is one line and exit 130 from the very first instant.
+"""The console script: Ctrl-C and SIGTERM are one line and exit 130 / 143 from the very first instant.
 
-Importing the CLI takes a moment (typer, the command modules); an interrupt in
-that moment would otherwise print a traceback. This module imports nothing
-heavy: it answers an early Ctrl-C itself, then hands over to ``mastctl.cli``.
+Importing the CLI takes a moment (typer, the command modules; longer on a first run, which compiles them); a signal in
+that moment would otherwise print a traceback (Ctrl-C) or end the process without a word (``timeout``'s SIGTERM, a
+batch scheduler's). This module imports nothing heavy: it answers an early signal itself, then hands over to
+``mastctl.cli``, whose run takes both signals over (``mastctl.interrupts``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,26 @@ import os
 import signal
 import sys
 
+_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
-def _early_interrupt(signum, frame) -> None:  # nothing has been written yet: leave at once
-    sys.stderr.write("mastctl: error: interrupted\n")
+
+def early_signal(signum, frame) -> None:
+    """Nothing has been written yet: say why and leave at once, with 128 + the signal's number."""
+    sys.stderr.write(f"mastctl: error: {_WORDS.get(signum, 'stopped')}\n")
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(128 + signum)
+
+
+def answer_early_signals() -> None:
+    """``early_signal`` for SIGINT and SIGTERM, unless whoever started us ignores them (nohup, a background job)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, early_signal)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, early_signal)
 
 
 def run() -> None:
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _early_interrupt)
+    answer_early_signals()
     from mastctl.cli import main
 
     raise SystemExit(main())

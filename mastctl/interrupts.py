@@ -118,10 +118,12 @@ def install() -> dict[int, Any]:
     _state.update(signal=None, finished=False, waiting=False, redelivered=False)
     if threading.current_thread() is not threading.main_thread():
         return {}
+    from mastctl.entry import early_signal  # the console script's answer while the CLI was imported: ours to replace
+
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         current = signal.getsignal(signum)
-        if current is signal.SIG_IGN or (signum == signal.SIGTERM and current is not signal.SIG_DFL):
+        if current is signal.SIG_IGN or (signum == signal.SIGTERM and current not in (signal.SIG_DFL, early_signal)):
             continue  # ignored by whoever started us (nohup, a background job), or a caller of main() handles it
         previous[signum] = signal.signal(signum, _handle)
     return previous

@@ -334,7 +334,7 @@ def test_a_signal_says_why_exits_128_plus_it_and_leaves_no_partial_file(ws, sign
     exe = Path(sys.executable).with_name("mastctl")
     tiles = ws / "tiles"
     tiles.mkdir()
-    for i in range(30):
+    for i in range(60):  # a run of some 5 s, so that the later signal comes in it, not as the process exits
         shutil.copy(TILE, tiles / f"t{i:02d}.png")
     for delay in delays:
         out = ws / f"out{delay}"
@@ -355,6 +355,44 @@ def _as_from_a_terminal() -> None:
     """Ctrl-C as a terminal delivers it: a test run started in the background (``cmd &`` in a script) ignores SIGINT,
     its children inherit that, and mastctl rightly leaves an ignored signal alone (these tests then saw nothing)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+_SIGNALLED_WHILE_IMPORTING = '''
+import os, signal, sys, time
+from mastctl import entry, interrupts
+entry.answer_early_signals()  # what the console script does first
+if sys.argv[1] == "handed-over":  # the CLI's run takes both signals over from it
+    previous = interrupts.install()
+    print(signal.getsignal(signal.SIGTERM) is interrupts._handle, signal.getsignal(signal.SIGINT) is interrupts._handle)
+    interrupts.restore(previous)
+    print(signal.getsignal(signal.SIGTERM) is entry.early_signal, flush=True)
+else:  # a signal while the CLI is still being imported (a first run compiles it: seconds)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(30)
+'''
+
+
+@pytest.mark.parametrize(("name", "code", "word"), [("SIGTERM", 143, "terminated"), ("SIGINT", 130, "interrupted")])
+def test_a_signal_before_the_cli_is_imported_says_why_in_one_line(name, code, word):
+    # `timeout 1 mastctl detect ...` on a fresh clone: SIGTERM came while the CLI was still imported and ended the
+    # process without a word (-15; the signal test above saw it in a clean clone)
+    r = subprocess.run([sys.executable, "-c", _SIGNALLED_WHILE_IMPORTING, name], capture_output=True, text=True,
+                       preexec_fn=_as_from_a_terminal, timeout=60)
+    assert (r.returncode, r.stderr) == (code, f"mastctl: error: {word}\n")
+
+
+def test_the_run_takes_the_signals_over_from_the_early_answer_and_gives_them_back():
+    r = subprocess.run([sys.executable, "-c", _SIGNALLED_WHILE_IMPORTING, "handed-over"], capture_output=True, text=True,
+                       preexec_fn=_as_from_a_terminal, timeout=60)
+    assert r.stdout.split() == ["True", "True", "True"], r.stdout + r.stderr
+
+
+def test_an_ignored_sigterm_stays_ignored_by_the_console_script():
+    code = "import signal\nfrom mastctl import entry\nentry.answer_early_signals()\n" \
+           "print(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    assert r.stdout.strip() == "True", r.stdout + r.stderr
 
 
 _WAITS_FOR_IMPORT = '''
