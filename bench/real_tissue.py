@@ -14,7 +14,9 @@ Weak labels nobody on the team drew (../shared/data, see its README):
    (a mast detection within 6 px) should be near zero.
 3. Synthetic: mast-cell F1 on validation seed 9000 in the classic style, and in the held-out style no
    shipped model was trained on (`mastctl synth --style faded`; REPORT only). With ``--choose``, also the
-   development style ``washed`` at seed 8000 (never trained on either; the one to CHOOSE on).
+   development style ``washed`` at seed 8000 (never trained on either; the one to CHOOSE on), and with
+   ``--dev-draws K`` at seeds 8000 to 8000 + K - 1 as well, with their mean and spread: one draw of 16 tiles
+   moves by about 0.016 (SD), more than many a choice gains.
 4. With ``--choose``, normal skin: the bottom half of ``wsi/cmu_small_region.svs`` (epidermis and dermis,
    no tumour), the share of its cells called mast. A normal dermis holds a few real mast cells (tens to a
    hundred per mm^2): a CHOOSE set (the crop net's threshold rule reads it; its top half may be trained on).
@@ -57,6 +59,7 @@ CCMCT_MPP = 0.25  # vb0: 40x crops (the tb mosaics' scale varies, ~0.2-0.6)
 CRC_MPP = 0.55
 SKIN = DATA / "wsi" / "cmu_small_region.svs"  # normal skin: its top half TRAIN, bottom half CHOOSE (``skin_choose_half``)
 CRC_CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
+DEV_SEED = 8000  # the development style's first seed (CHOOSE; --dev-draws adds the next ones)
 
 
 def _options(pairs: list[str]) -> dict:
@@ -170,6 +173,13 @@ def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str
             "recall": d.recall}
 
 
+def draws_summary(draws: list[dict]) -> dict:
+    """The development style's F1 at consecutive seeds from DEV_SEED (``synthetic``'s results), their mean and SD."""
+    f1 = np.array([d["f1"] or 0.0 for d in draws])
+    return {"seeds": [DEV_SEED + k for k in range(len(draws))], "f1": [float(v) for v in f1], "mean": float(f1.mean()),
+            "sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0}
+
+
 def synthetic_text(r: dict) -> str:
     """A synthetic set's mast F1 with its 95% bootstrap interval over tiles, precision and recall: with 16 tiles (about
     110 mast cells) the interval is some 0.07 wide (six draws of the development style's 16 tiles, seeds 8000-8005:
@@ -184,6 +194,8 @@ def main() -> int:
     ap.add_argument("--backend", default=None, help="detector (default: the profile's default, morphology)")
     ap.add_argument("-O", "--option", action="append", default=[], help="backend option KEY=VALUE (repeatable)")
     ap.add_argument("--choose", action="store_true", help="also the ccMCT tb2 crops (the set to choose on)")
+    ap.add_argument("--dev-draws", type=int, default=1, help="with --choose: the development style at this many seeds "
+                                                              "(8000 on), with their mean and standard deviation")
     ap.add_argument("--crc-fold", action="append", default=[], metavar="OPTION=A,B",
                     help="a backend option's two files, fitted without CRC half 0 and without half 1: score CRC two-fold "
                          "(repeatable)")
@@ -237,9 +249,15 @@ def main() -> int:
                 note = " (held out of every shipped model's training)" if style == synth.HELD_OUT_STYLE else ""
                 print(f"synthetic {style:<10}         {synthetic_text(r)}{note}")
     if a.choose and a.synthetic_tiles:
-        out["synthetic_dev_choose"] = r = synthetic(backend, options, a.workdir, a.synthetic_tiles, synth.DEV_STYLE, seed=8000)
+        draws = [synthetic(backend, options, a.workdir, a.synthetic_tiles, synth.DEV_STYLE, seed=DEV_SEED + k)
+                 for k in range(max(1, a.dev_draws))]
+        out["synthetic_dev_choose"] = r = draws[0]
         if "skipped" not in r:
             print(f"synthetic {synth.DEV_STYLE:<10} (choose) {synthetic_text(r)} (development seed 8000; never trained on)")
+        if len(draws) > 1 and not any("skipped" in d for d in draws):
+            out["synthetic_dev_draws"] = d = draws_summary(draws)
+            print(f"  over seeds {d['seeds'][0]}-{d['seeds'][-1]}: mean {d['mean']:.3f} (SD {d['sd']:.3f}; "
+                  + " ".join(f"{v:.3f}" for v in d["f1"]) + ")")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.json:
         print(json.dumps(out, default=float))

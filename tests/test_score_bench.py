@@ -92,3 +92,12 @@ def test_real_tissue_prints_each_synthetic_f1_with_its_bootstrap_interval(monkey
     assert r["f1_ci95"] == (0.780, 0.851)
     assert rt.synthetic_text(r) == "mast F1 0.820 [0.780-0.851] (P 0.806, R 0.833)"
     assert rt.synthetic_text({**r, "f1_ci95": None}) == "mast F1 0.820 (P 0.806, R 0.833)"  # one tile: no interval
+
+
+def test_real_tissue_summarises_the_development_style_over_its_draws(monkeypatch):
+    """--dev-draws K: seeds 8000 on, with mean and SD (one draw of 16 tiles moves about 0.016)."""
+    rt = _bench_module(monkeypatch, "real_tissue")
+    d = rt.draws_summary([{"f1": 0.883}, {"f1": 0.903}, {"f1": 0.893}])
+    assert d["seeds"] == [8000, 8001, 8002] and d["f1"] == [0.883, 0.903, 0.893]
+    assert abs(d["mean"] - 0.893) < 1e-9 and abs(d["sd"] - 0.010) < 1e-9
+    assert rt.draws_summary([{"f1": None}]) == {"seeds": [8000], "f1": [0.0], "mean": 0.0, "sd": 0.0}  # nothing found
