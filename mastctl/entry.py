@@ -12,12 +12,12 @@ import os
 import signal
 import sys
 
-_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+from mastctl.interrupts import SIGNAL_WORDS  # a light module: signal, threading
 
 
 def early_signal(signum, frame) -> None:
     """Nothing has been written yet: say why and leave at once, with 128 + the signal's number."""
-    sys.stderr.write(f"mastctl: error: {_WORDS.get(signum, 'stopped')}\n")
+    sys.stderr.write(f"mastctl: error: {SIGNAL_WORDS.get(signum, 'stopped')}\n")
     sys.stderr.flush()
     os._exit(128 + signum)
 

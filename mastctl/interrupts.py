@@ -34,7 +34,7 @@ _SHIELDED: set[Any] = set()  # code objects of the functions an interrupt must n
 _state: dict[str, Any] = {"signal": None, "finished": False, "waiting": False, "redelivered": False}
 _retry: list[threading.Timer] = []
 _at_stop: list[Callable[[], None]] = []  # run as a run ends, however it ends (writers: remove unfinished outputs)
-_NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+SIGNAL_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}  # what stopped a run, as its last line says
 
 
 def shielded(fn: F) -> F:
@@ -72,7 +72,7 @@ def interrupted() -> bool:
 def stopped_by() -> tuple[str, int]:
     """What stopped the run, in a word, and the exit code that says so (128 + the signal's number)."""
     signum = _state["signal"] or signal.SIGINT
-    return _NAMES.get(signum, "interrupted"), 128 + int(signum)
+    return SIGNAL_WORDS.get(signum, "interrupted"), 128 + int(signum)
 
 
 def _redeliver(signum: int) -> None:
