@@ -136,6 +136,26 @@ class MorphologyDetector:
         return calibrate(sample, mpp, self._normalize)
 
     def detect(self, image: Image) -> Detections:
+        mpp = working(image.mpp)
+        if mpp > MAX_MPP:
+            raise InputError(f"{image.path}: {mpp:g} um/px is too coarse to see cells (nuclei would be under "
+                             f"{7 / mpp:.1f} px); the morphology detector needs {MAX_MPP:g} um/px or finer (10x or more)")
+        with self._threads():
+            return self._detect(image, mpp)
+
+    def _threads(self):
+        """One BLAS thread while torch runs the nets (``mastctl.threads``: the two pools fought over the cores)."""
+        from contextlib import nullcontext
+
+        from mastctl.morphology.mastnet import _torch_available
+
+        if (self.nuclei_net is None and self.mast_net is None) or not _torch_available():
+            return nullcontext()
+        from mastctl.threads import one_blas_thread
+
+        return one_blas_thread()
+
+    def _detect(self, image: Image, mpp: float) -> Detections:
         import time
 
         import numpy as np
@@ -143,10 +163,6 @@ class MorphologyDetector:
         from mastctl.morphology import SHEET_RULE, analyse, classify
         from mastctl.morphology.stain import cast_od
 
-        mpp = working(image.mpp)
-        if mpp > MAX_MPP:
-            raise InputError(f"{image.path}: {mpp:g} um/px is too coarse to see cells (nuclei would be under "
-                             f"{7 / mpp:.1f} px); the morphology detector needs {MAX_MPP:g} um/px or finer (10x or more)")
         t0 = time.perf_counter()
         o = self.options
         vectors = [np.asarray(v, dtype=np.float64) for v in o.stain_vectors] if o.stain_vectors else None

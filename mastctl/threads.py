@@ -1,0 +1,57 @@
+"""One BLAS thread while torch runs the detector's nets, so that the two thread pools do not fight over the cores.
+
+numpy's OpenBLAS runs its matrix products on every core, and its worker threads then keep spinning for a while in
+case another product comes. The morphology detector mixes small numpy products (stain separation, the nets' linear
+heads) with torch convolutions (the nucleus finder, the crop net), which run on every core too: each torch
+convolution then shared the cores with spinning BLAS threads. Measured on 2 cores (2026-12-06, the 50 CRC tiles):
+detection 112 ms a tile, 71 ms with BLAS on one thread — the crop net 53 -> 22 ms, the finder 17 -> 10 ms — and the
+same cells (the arithmetic is the same; only who runs it changes). Without torch the numpy convolutions are BLAS
+products themselves, so the detector asks for this only where torch runs the nets.
+
+``threadpoolctl`` (a dependency) sets and restores the limit; where it or a BLAS it knows is missing, nothing changes.
+The limit is process-wide, so nested and concurrent users share it: the first in sets it, the last out restores it.
+(OpenBLAS 0.3.31 did not take a limit set from a worker thread once one set from the main thread had been restored:
+a detector run from worker threads may then keep every BLAS thread, which costs speed, not results.)
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_lock = threading.Lock()
+_users = 0
+_limiter = None
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Inside, numpy's BLAS runs on one thread (as ``OPENBLAS_NUM_THREADS=1`` would); outside, as it was."""
+    global _users, _limiter
+    with _lock:
+        if _users == 0:
+            controller = _controller()
+            _limiter = controller.limit(limits=1, user_api="blas") if controller is not None else None
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0 and _limiter is not None:
+                _limiter.restore_original_limits()
+                _limiter = None
+
+
+@functools.cache
+def _controller():
+    """threadpoolctl's view of the loaded thread pools (found once: about 3 ms), or None without it."""
+    try:
+        import numpy  # noqa: F401  (a BLAS must be loaded to be found: numpy's, and scipy's, which the detector loads anyway)
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
