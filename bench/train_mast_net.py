@@ -131,7 +131,8 @@ with the rule as it now stands): all three took 0.5; tb2 0.558 / 0.576 / 0.718 (
 that each image's 99th percentile reads 1.3 or 1.5 (the training styles' is about 1.5, washed's 1.07, CRC's 1.8 +- 0.6):
 washed 0.881 / 0.880 against 0.883, tb2 0.702 / 0.667, the CRC cells called mast 0.46% / 0.44% against 0.40%.
 Nor a net of valid (unpadded) convolutions over 48 px (24 um) crops shifted by up to 3 px, which the detector could
-read a whole image with in one pass (2026-12-06, later; for speed: detection 91.7 -> 75.5 ms a CRC tile): six draws
+read a whole image with in one pass (2026-12-06, later; for speed: detection 91.7 -> 75.5 ms a CRC tile, 68.2 -> 59.4
+with one BLAS thread): six draws
 (seeds 0-2 at the shipped and at the old finder's nuclei), each with its rule, on tb2 / washed mean of six draws:
 0.586 / 0.885, 0.761 / 0.848, 0.623 / 0.884 and 0.694 / 0.870, 0.641 / 0.855, 0.618 / 0.875, against the shipped
 net's 0.671 / 0.893 (README, the speed paragraphs).
