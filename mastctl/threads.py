@@ -1,4 +1,5 @@
-"""One BLAS thread while torch runs the detector's nets, so that the two thread pools do not fight over the cores.
+"""Thread pools that do not fight over the cores: one BLAS thread while torch runs the detector's nets, and each worker
+process its share of the cores.
 
 numpy's OpenBLAS runs its matrix products on every core, and its worker threads then keep spinning for a while in
 case another product comes. The morphology detector mixes small numpy products (stain separation, the nets' linear
@@ -9,6 +10,10 @@ same cells (the arithmetic is the same; only who runs it changes). Without torch
 products themselves, so the detector asks for this only where torch runs the nets.
 
 ``threadpoolctl`` (a dependency) sets and restores the limit; where it or a BLAS it knows is missing, nothing changes.
+Worker processes (``--workers N``: slide tiles, kb ingest) each start every pool with a thread per core, so N workers
+ran N threads to a core; ``share_the_cores`` gives each its share (a 0.06 gigapixel synthetic slide on 2 cores,
+bench/wsi.py --size 8000: 20 s with 2 workers, 10 s with their share, 12 s with one worker; the same cells).
+
 The limit is process-wide, so nested and concurrent users share it: the first in sets it, the last out restores it.
 (OpenBLAS 0.3.31 did not take a limit set from a worker thread once one set from the main thread had been restored:
 a detector run from worker threads may then keep every BLAS thread, which costs speed, not results.)
@@ -55,3 +60,17 @@ def _controller():
     except ImportError:
         return None
     return ThreadpoolController()
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_the_cores(workers: int) -> None:
+    """A worker process's initializer: its pools (torch's OpenMP, numpy's BLAS) get ``cores // workers`` threads each,
+    at least one, unless the caller's environment names a number. It runs before the worker imports numpy or torch,
+    which read these variables when they load."""
+    import os
+
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, threads)

@@ -107,3 +107,44 @@ def test_the_detector_runs_with_one_blas_thread_where_torch_runs_its_nets(two_bl
     assert _blas_during_detection(monkeypatch) == {2}
     monkeypatch.delenv("MASTCTL_NUMPY_NET")
     assert _blas_during_detection(monkeypatch, mast_net="none", nuclei="none") == {2}  # no net at all
+
+
+def test_each_worker_process_gets_its_share_of_the_cores_unless_the_caller_named_one(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    for name in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the caller's own choice stays
+    threads.share_the_cores(3)
+    import os
+
+    assert [os.environ[n] for n in threads.THREAD_VARIABLES] == ["2", "2", "3"]
+    for name in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(name)
+    threads.share_the_cores(16)  # more workers than cores: one thread each, never none
+    assert {os.environ[n] for n in threads.THREAD_VARIABLES} == {"1"}
+
+
+def test_slide_tiles_in_two_workers_run_with_a_core_each(tmp_path, monkeypatch):
+    """The tile pool's workers start with their share of the cores (on 2 cores with 2 workers: one thread each)."""
+    from concurrent import futures
+
+    from mastctl.wsi import tiles
+
+    seen = {}
+
+    class Pool:
+        def __init__(self, max_workers, mp_context, initializer, initargs):
+            seen.update(workers=max_workers, initializer=initializer, initargs=initargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, items, chunksize):
+            return []
+
+    monkeypatch.setattr(futures, "ProcessPoolExecutor", Pool)
+    list(tiles.execute([object(), object(), object()], spec=None, workers=2))
+    assert seen == {"workers": 2, "initializer": threads.share_the_cores, "initargs": (2,)}

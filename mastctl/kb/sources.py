@@ -127,8 +127,11 @@ def truth_batches(truth: Path, images: Sequence[Path], *, embedder: Any, mpp: fl
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from mastctl.threads import share_the_cores
+
         name = getattr(embedder, "name", None)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=share_the_cores, initargs=(workers,)) as pool:
             yield from pool.map(_truth_job, [(*job, name) for job in jobs], chunksize=1)
         return
     for job in jobs:

@@ -194,7 +194,10 @@ def execute(tasks: list[TileTask], spec: DetectorSpec, *, detector=None, reader=
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        from mastctl.threads import share_the_cores
+
+        n = min(workers, len(tasks))
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=share_the_cores, initargs=(n,)) as pool:
             yield from pool.map(_run_in_worker, [(t, spec) for t in tasks], chunksize=1)
 
 
