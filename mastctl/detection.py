@@ -120,7 +120,7 @@ def is_slide(path: Path) -> bool:
 
 
 # A run whose images hold at most this many pixels in all runs the morphology detector's nets on numpy unless torch is
-# loaded already (``mastnet.numpy_unless_torch_is_loaded``). Measured on 2 cores (2026-12-06): torch's import takes
+# loaded already (``threads.numpy_unless_torch_is_loaded``). Measured on 2 cores (2026-12-06): torch's import takes
 # about 0.7 s and the numpy nets about 0.8 s a megapixel more than torch's at 0.5 um/px (a 500 x 500 CRC tile: 276 ms
 # against 63), so a megapixel is about where loading torch starts to pay; `mastctl detect` of one 384 x 384 tile takes
 # 0.68 s on numpy against 1.69 s with torch loaded for it (the same cells), a fifth of the memory.
@@ -337,7 +337,7 @@ def run(job_plan: Plan, settings: Settings, *, detector: Detector | None = None,
     ``resume`` takes finished jobs' summaries from disk. ``collect`` keeps each image's cells.
     """
     from mastctl import registry
-    from mastctl.morphology.mastnet import numpy_unless_torch_is_loaded
+    from mastctl.threads import numpy_unless_torch_is_loaded
 
     if detector is None:
         detector = registry.create("detector", settings.backend, settings.profile, **settings.options)

@@ -15,8 +15,6 @@ torch, where installed, runs the same arithmetic faster (``MastNet.logits``). We
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,7 +30,6 @@ DEFAULT_NET = "mast_net.npz"
 CROP_PX = 40
 CROP_MPP = 0.5  # um per crop pixel: a crop is 20 um wide
 TORCH_FROM = 64  # crops in one call from which torch (if installed) runs the net: its import (~1.5 s) then pays
-_small_run = False  # a run too small to repay torch's import (``numpy_unless_torch_is_loaded``)
 
 
 def _torch_available() -> bool:
@@ -46,22 +43,11 @@ def _torch_available() -> bool:
         return False
     if "torch" in sys.modules:  # imported already, or blocked (None: a test's stand-in for "not installed")
         return sys.modules["torch"] is not None
-    if _small_run:
+    from mastctl import threads
+
+    if threads.in_a_small_run():  # not worth loading for this run (``threads.numpy_unless_torch_is_loaded``)
         return False
     return importlib.util.find_spec("torch") is not None
-
-
-@contextmanager
-def numpy_unless_torch_is_loaded(small_run: bool) -> Iterator[None]:
-    """Inside, with ``small_run``, the nets run on numpy unless torch is loaded already: loading it (about 0.7 s, and
-    200 MB) costs more than the numpy nets take on a small image (``detection.SMALL_RUN_PIXELS``). numpy and torch
-    give the same cells (the same labels on 70 test images; confidences within 1e-6)."""
-    global _small_run
-    before, _small_run = _small_run, bool(small_run)
-    try:
-        yield
-    finally:
-        _small_run = before
 
 
 @dataclass
