@@ -342,36 +342,31 @@ def run(job_plan: Plan, settings: Settings, *, detector: Detector | None = None,
     if detector is None:
         detector = registry.create("detector", settings.backend, settings.profile, **settings.options)
     with numpy_unless_torch_is_loaded(small_run(job_plan.jobs)):
-        yield from _run_jobs(job_plan, settings, detector, stream, collect, resume, keep_going, on_tiles, on_result)
-
-
-def _run_jobs(job_plan: Plan, settings: Settings, detector: Detector, stream, collect: bool, resume: bool,
-              keep_going: bool, on_tiles, on_result) -> Iterator[Result]:
-    for n, job in enumerate(job_plan.jobs):
-        if resume and job.done:
-            previous = _previous_summary(job)
-            if previous is not None:
-                result = Result(job, summary=previous, resumed=True)
-                if on_result:
-                    on_result(result)
-                yield result
-                continue
-        try:
-            result = process(job, settings, detector, stream=stream, first=n == 0, several=len(job_plan.jobs) > 1,
-                             collect=collect, on_tiles=on_tiles)
-        except InputError as exc:
-            result = Result(job, error=exc)
-        except MastctlError as exc:
-            if not keep_going:
-                raise
-            result = Result(job, error=exc)
-        except Exception as exc:
-            if not keep_going:
-                raise
-            result = Result(job, error=MastctlError(f"unexpected error: {type(exc).__name__}: {exc}"))
-        if on_result:
-            on_result(result)
-        yield result
+        for n, job in enumerate(job_plan.jobs):
+            if resume and job.done:
+                previous = _previous_summary(job)
+                if previous is not None:
+                    result = Result(job, summary=previous, resumed=True)
+                    if on_result:
+                        on_result(result)
+                    yield result
+                    continue
+            try:
+                result = process(job, settings, detector, stream=stream, first=n == 0, several=len(job_plan.jobs) > 1,
+                                 collect=collect, on_tiles=on_tiles)
+            except InputError as exc:
+                result = Result(job, error=exc)
+            except MastctlError as exc:
+                if not keep_going:
+                    raise
+                result = Result(job, error=exc)
+            except Exception as exc:
+                if not keep_going:
+                    raise
+                result = Result(job, error=MastctlError(f"unexpected error: {type(exc).__name__}: {exc}"))
+            if on_result:
+                on_result(result)
+            yield result
 
 
 def _previous_summary(job: Job) -> dict[str, Any] | None:
