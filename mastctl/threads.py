@@ -82,17 +82,29 @@ def share_the_cores(workers: int) -> None:
         os.environ.setdefault(name, threads)
 
 
+def torch_runs_the_nets() -> bool:
+    """Whether torch runs the morphology nets (the crop net and the nucleus finder): installed, not turned off, and
+    either loaded already or not in a run too small to repay loading it (``numpy_unless_torch_is_loaded``)."""
+    import importlib.util
+    import os
+    import sys
+
+    if os.environ.get("MASTCTL_NUMPY_NET"):  # force the numpy path (tests compare the two)
+        return False
+    if "torch" in sys.modules:  # imported already, or blocked (None: a test's stand-in for "not installed")
+        return sys.modules["torch"] is not None
+    if _small_run:
+        return False
+    return importlib.util.find_spec("torch") is not None
+
+
 @contextmanager
 def numpy_unless_torch_is_loaded(small_run: bool) -> Iterator[None]:
     """Inside, with ``small_run``, the morphology nets run on numpy unless torch is loaded already
-    (``in_a_small_run``, which ``mastnet._torch_available`` asks); outside, as before."""
+    (``torch_runs_the_nets``); outside, as before."""
     global _small_run
     before, _small_run = _small_run, bool(small_run)
     try:
         yield
     finally:
         _small_run = before
-
-
-def in_a_small_run() -> bool:
-    return _small_run

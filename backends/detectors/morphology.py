@@ -147,12 +147,10 @@ class MorphologyDetector:
         """One BLAS thread while torch runs the nets (``mastctl.threads``: the two pools fought over the cores)."""
         from contextlib import nullcontext
 
-        from mastctl.morphology.mastnet import _torch_available
+        from mastctl.threads import one_blas_thread, torch_runs_the_nets
 
-        if (self.nuclei_net is None and self.mast_net is None) or not _torch_available():
+        if (self.nuclei_net is None and self.mast_net is None) or not torch_runs_the_nets():
             return nullcontext()
-        from mastctl.threads import one_blas_thread
-
         return one_blas_thread()
 
     def _detect(self, image: Image, mpp: float) -> Detections:

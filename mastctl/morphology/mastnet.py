@@ -24,30 +24,13 @@ import numpy as np
 
 from mastctl.errors import InputError
 from mastctl.morphology.stain import BASES, net_input
+from mastctl.threads import torch_runs_the_nets
 
 SCHEMA = "mastctl/mast-net@1"
 DEFAULT_NET = "mast_net.npz"
 CROP_PX = 40
 CROP_MPP = 0.5  # um per crop pixel: a crop is 20 um wide
 TORCH_FROM = 64  # crops in one call from which torch (if installed) runs the net: its import (~1.5 s) then pays
-
-
-def _torch_available() -> bool:
-    """Whether torch runs the nets (the crop net's and the nucleus finder's): installed, not turned off, and either
-    loaded already or not in a run too small to repay loading it."""
-    import importlib.util
-    import os
-    import sys
-
-    if os.environ.get("MASTCTL_NUMPY_NET"):  # force the numpy path (tests compare the two)
-        return False
-    if "torch" in sys.modules:  # imported already, or blocked (None: a test's stand-in for "not installed")
-        return sys.modules["torch"] is not None
-    from mastctl import threads
-
-    if threads.in_a_small_run():  # not worth loading for this run (``threads.numpy_unless_torch_is_loaded``)
-        return False
-    return importlib.util.find_spec("torch") is not None
 
 
 @dataclass
@@ -80,7 +63,7 @@ class MastNet:
         import sys
 
         forward = self._forward
-        if (len(crops) >= TORCH_FROM or "torch" in sys.modules) and _torch_available():
+        if (len(crops) >= TORCH_FROM or "torch" in sys.modules) and torch_runs_the_nets():
             forward = self._forward_torch  # (torch already imported, by the nucleus finder say: no import to repay)
         out = [forward(crops[i:i + batch]) for i in range(0, len(crops), batch)]
         return np.concatenate(out) - self.logit_shift if out else np.zeros(0, np.float32)

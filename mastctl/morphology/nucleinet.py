@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from mastctl.errors import BackendError, InputError
-from mastctl.morphology.mastnet import _conv3x3_relu, _torch_available, linear_zoom
+from mastctl.morphology.mastnet import _conv3x3_relu, linear_zoom
 from mastctl.morphology.stain import BASES, Stained, net_input, stain_input  # noqa: F401 (stain_input: imported from here too)
+from mastctl.threads import torch_runs_the_nets
 
 SCHEMA = "mastctl/nucleus-net@1"
 PATCH = 128  # training patch side, working pixels
@@ -226,7 +227,7 @@ class NucleusNet:
         h, w = x.shape[1:]
         m = 8 if self.arch == "strided" else 4  # each side a multiple of the coarsest scale's step
         x = np.pad(x, ((0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
-        forward = self._forward_torch if _torch_available() else self._forward
+        forward = self._forward_torch if torch_runs_the_nets() else self._forward
         if not self.flips:
             return forward(x)[:h, :w]
         total = np.zeros(x.shape[1:], np.float32)  # the mean over the four flips (a nucleus has no up or left)
