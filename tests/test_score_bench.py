@@ -101,3 +101,24 @@ def test_real_tissue_summarises_the_development_style_over_its_draws(monkeypatch
     assert d["seeds"] == [8000, 8001, 8002] and d["f1"] == [0.883, 0.903, 0.893]
     assert abs(d["mean"] - 0.893) < 1e-9 and abs(d["sd"] - 0.010) < 1e-9
     assert rt.draws_summary([{"f1": None}]) == {"seeds": [8000], "f1": [0.0], "mean": 0.0, "sd": 0.0}  # nothing found
+
+
+def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
+    """The speed line's floor: the default's learned finder alone (decode, stain split, map, peaks) takes longer than
+    decoding the tiles and less than the whole detector; a detector without a finder has no such line."""
+    from PIL import Image
+
+    from mastctl import registry, synth
+    from mastctl.profile import Profile
+
+    score = _bench_module(monkeypatch)
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"tile{i}.png"
+        Image.fromarray(synth.render_tile([7, i], synth.SynthOptions(size=192)).he).save(path)
+        paths.append(path)
+    detector = registry.create("detector", "morphology", Profile())
+    decode_s, finder_s = score.finder_speed(paths, detector, repeat=2)
+    _, whole_s, _ = score.speed(paths, detector, repeat=2)
+    assert 0 < decode_s < finder_s < whole_s
+    assert score.finder_speed(paths, SimpleNamespace(nuclei_net=None), repeat=1) is None
