@@ -136,6 +136,13 @@ with one BLAS thread): six draws
 (seeds 0-2 at the shipped and at the old finder's nuclei), each with its rule, on tb2 / washed mean of six draws:
 0.586 / 0.885, 0.761 / 0.848, 0.623 / 0.884 and 0.694 / 0.870, 0.641 / 0.855, 0.618 / 0.875, against the shipped
 net's 0.671 / 0.893 (README, the speed paragraphs).
+Nor four times the training (2026-12-06, last; ``--steps 8000``, the old finder's positions, seeds 0-2, each with the rule as it
+now stands; 6 minutes of training each): the rule took 0.4, 0.3, 0.4; tb2 0.697 / 0.755 / 0.707 (the shipped recipe's
+seeds 0.671 / 0.377 / 0.689), skin 3 / 1 / 2 calls (4 / 5 / 11), the 50 CRC images' cells called mast 0.29% / 0.80% /
+0.45%, but washed 0.868 / 0.845 / 0.849 at seed 8000 (0.883 / 0.855 / 0.863) and 0.901 / 0.881 / 0.881 over seeds
+8000-8005 (the shipped net 0.893): steadier on real tissue, no gain on the unseen style it was tried for (at its lower
+thresholds recall 0.93-0.95, precision 0.76-0.81). Not shipped. (Reading the seed-0 log for its choose lines, the vb0
+cell counts it also prints were seen: 586 mast calls against the shipped net's 749.)
 The earlier choices, made with the image basis: measured on the
 choose sets only (tb2, CRC threshold images, synthetic dev seed 8000 in the training styles and in a
 development style drawn for it, never trained on and not the held-out ``faded``): a larger CRC share
