@@ -103,8 +103,9 @@ finder with its threshold three (about 9 minutes): the two fold finders and the 
 Rebuilt on 2026-12-06 at e55b324 with ``python bench/train_nucleus_net.py --out /tmp/x.safetensors``: the
 shipped strided finder bit for bit (SHA-256 c430bcdb..., 530 s; threshold 0.25, out-of-fold F1 0.7935).
 Half the width, for speed (2026-12-06, last; ``--two-fold DIR --skip-shipped --width 8``, the recipe otherwise the
-shipped one's): the map of a CRC tile (at 0.5 um/px, one BLAS thread, fastest of 3) 5.8 ms against 18.1 for the shipped
-finder, its peaks 4.4 ms either way, each fold fitted in 4 minutes; but ``bench/score.py``'s CRC two-fold nucleus F1 0.772
+shipped one's): the map of a CRC tile (as ``bench/score.py`` times it: assumed 0.5 um/px, one BLAS thread, after the
+detector has run, fastest of 4) 5.5 ms against 10.4 for the shipped finder, its peaks 4.2 ms either way, each fold fitted
+in 4 minutes; but ``bench/score.py``'s CRC two-fold nucleus F1 0.772
 (P 0.739, R 0.808) against the shipped recipe's 0.800, the issue's bound. Not fitted further.
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
