@@ -104,11 +104,9 @@ def finder_speed(images: list[Path], detector, repeat: int) -> tuple[float, floa
     that the finder's arrays then come from the heap instead of fresh pages. In a fresh process the finder alone takes
     about 25 ms a CRC tile against 17 (the same 17 with ``MALLOC_MMAP_THRESHOLD_=33554432``); the detector, 68 ms either
     way."""
-    from contextlib import nullcontext
-
     from mastctl.morphology import stain
     from mastctl.scale import working
-    from mastctl.threads import one_blas_thread, torch_runs_the_nets
+    from mastctl.threads import blas_for_the_nets
 
     finder = getattr(detector, "nuclei_net", None)
     if finder is None:
@@ -118,7 +116,7 @@ def finder_speed(images: list[Path], detector, repeat: int) -> tuple[float, floa
         st = stain.separate(image.pixels, working(image.mpp))
         finder.peaks(finder.proximity(st), st.mpp)
 
-    with one_blas_thread() if torch_runs_the_nets() else nullcontext():
+    with blas_for_the_nets():
         decode_s, whole_s, _ = fastest(images, repeat, find)
     return decode_s, whole_s
 

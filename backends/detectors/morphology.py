@@ -147,11 +147,9 @@ class MorphologyDetector:
         """One BLAS thread while torch runs the nets (``mastctl.threads``: the two pools fought over the cores)."""
         from contextlib import nullcontext
 
-        from mastctl.threads import one_blas_thread, torch_runs_the_nets
+        from mastctl.threads import blas_for_the_nets
 
-        if (self.nuclei_net is None and self.mast_net is None) or not torch_runs_the_nets():
-            return nullcontext()
-        return one_blas_thread()
+        return nullcontext() if self.nuclei_net is None and self.mast_net is None else blas_for_the_nets()
 
     def _detect(self, image: Image, mpp: float) -> Detections:
         import time
