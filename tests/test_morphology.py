@@ -569,6 +569,30 @@ def test_mast_net_numpy_inference_equals_torch_and_refuses_damaged_files(tmp_pat
         MastNet.load(tmp_path / "missing.npz")
 
 
+def test_torch_runs_the_crop_net_on_batches_of_a_few_shapes(monkeypatch):
+    """Each new batch shape leaves memory behind in a torch process, so the crop net's batches are padded to a multiple
+    of BATCH_QUANTUM crops (a tile's count of nuclei would otherwise make a new shape of nearly every last batch); the
+    padding is dropped: the logits are those of the crops alone, as numpy gives them."""
+    torch = pytest.importorskip("torch")
+    from mastctl.morphology import mastnet
+
+    net = mastnet.default_net()
+    seen = []
+    conv2d = torch.nn.functional.conv2d
+
+    def recording(x, *args, **kw):
+        seen.append(x.shape[0])
+        return conv2d(x, *args, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", recording)
+    crops = np.random.default_rng(3).random((256 + 37, 3, 40, 40)).astype(np.float32)
+    logits = net.logits(crops)
+    assert seen and all(n % mastnet.BATCH_QUANTUM == 0 for n in seen) and set(seen) == {256, 64}, set(seen)
+    assert logits.shape == (293,) and np.allclose(logits, np.concatenate([net._forward(crops[:256]),
+                                                                          net._forward(crops[256:])]) - net.logit_shift,
+                                                  atol=1e-4)
+
+
 def test_an_explicit_call_needs_more_of_the_nets_belief_than_an_implicit_one():
     """An explicit mast cell is one H&E shows (granular, purple cytoplasm), so the net should see it too: a criteria
     call of kind explicit goes where the net's own P is under ``net_veto_explicit`` (0.3), an implicit one (the IHC
