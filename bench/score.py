@@ -25,6 +25,11 @@
    never speed). With a learned nucleus finder (the default's), also the
    finder alone on the CRC tiles (stain split, proximity map, peaks; nothing
    classified): the floor of any detector built on it.
+4. Memory: the peak memory (RSS) of a fresh process that detects the CRC
+   tiles one after another, as `mastctl detect DIR` does, after the first
+   tile, the tenth, the middle one and the last: a detector whose memory is
+   bounded by the tile levels off, one that keeps something of every tile
+   (or of every shape it met) grows, by the MB a tile the line prints.
 
     python bench/score.py --backend log
     python bench/score.py --backend morphology --tiles 12 --json
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -121,6 +127,50 @@ def finder_speed(images: list[Path], detector, repeat: int) -> tuple[float, floa
     return decode_s, whole_s
 
 
+def memory(images: list[Path], backend: str, options: dict) -> dict:
+    """Peak memory of detecting ``images`` one after another in a fresh process (``memory_probe``)."""
+    job = json.dumps([[str(p) for p in images], backend, options])
+    out = subprocess.run([sys.executable, __file__, "--backend", backend, "--memory-probe"], input=job, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise RuntimeError(f"the memory probe failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def memory_probe(images: list[str], backend: str, options: dict) -> dict:
+    """Build the detector (and load torch where it runs the nets, as a run of many tiles does), then decode and detect
+    each image in turn: the RSS before the first, and the process's peak RSS after tile 1, 10, half and all (MB).
+
+    The peak is the kernel's VmHWM, which starts afresh with the process's image; not ru_maxrss, which Linux carries
+    over from the parent through fork and exec (under bench/score.py, itself some 440 MB by then, every mark read 441)."""
+    from mastctl import detection
+    from mastctl.threads import torch_runs_the_nets
+
+    def status_mb(field: str) -> float:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024  # kB
+
+    profile = Profile.model_validate({"backend_options": {backend: options}} if options else {})
+    detector = registry.create("detector", backend, profile)
+    if torch_runs_the_nets():
+        import torch  # noqa: F401  (loaded by the first tile otherwise: the line counts it before detection)
+    before_mb = status_mb("VmRSS")
+    marks = sorted({1, min(10, len(images)), max(1, len(images) // 2), len(images)})
+    peaks = {}
+    for k, path in enumerate(images, 1):
+        detection.detect_one(detector, imaging.load(path))
+        if k in marks:
+            peaks[k] = status_mb("VmHWM")
+    return {"before_mb": before_mb, "peak_mb_after_tiles": peaks}
+
+
+def growth_per_tile(peaks: dict) -> float:
+    """MB the peak grew a tile over the second half of the run (half -> all): about 0 where memory is bounded by the tile."""
+    marks = sorted(int(k) for k in peaks)
+    half, last = marks[-2] if len(marks) > 1 else marks[-1], marks[-1]
+    return (peaks[last] - peaks[half]) / (last - half) if last > half else 0.0
+
+
 def fastest(images: list[Path], repeat: int, work) -> tuple[float, float, float]:
     """(decode seconds, decode + ``work(image)`` seconds, megapixels) over ``images``, each image's fastest of
     ``repeat`` runs (a busy machine adds noise, never speed)."""
@@ -193,7 +243,11 @@ def main() -> int:
                              "(bench/nuclei_cv.py's selected-fold0/1): score them instead of fitting")
     parser.add_argument("--skip-crc", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print one JSON summary line")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)  # memory()'s process; JSON on stdin
     args = parser.parse_args()
+    if args.memory_probe:
+        print(json.dumps(memory_probe(*json.loads(sys.stdin.read()))))
+        return 0
     args.workdir.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache folder yet
 
     from mastctl.commands.options import backend_options
@@ -235,6 +289,13 @@ def main() -> int:
                 summary["crc_finder_alone_over_decode"] = floor[1] / floor[0]
                 print(f"{'':<34} the nucleus finder alone (stain split, map, peaks; no classes): "
                       f"{floor[1]:.2f} s / {floor[0]:.2f} s = {summary['crc_finder_alone_over_decode']:.2f}x")
+            mem = memory(crc_images, args.backend, options)
+            peaks = {int(k): v for k, v in mem["peak_mb_after_tiles"].items()}
+            summary["crc_memory"] = {**mem, "growth_mb_per_tile_second_half": growth_per_tile(peaks)}
+            print(f"{'peak memory, CRC tiles':<34} {mem['before_mb']:.0f} MB before detection (imports, models); peak after "
+                  + ", ".join(f"{k} tile{'s' * (k > 1)} {v:.0f}" for k, v in sorted(peaks.items()))
+                  + f" MB: {summary['crc_memory']['growth_mb_per_tile_second_half']:+.2f} MB a tile over the second half "
+                  "(fresh process)")
             result = compare.compare([CRC / "images"], truth, [args.backend], profile, radius_px=6.0, mode="cells", mpp=0.55)
             own = getattr(getattr(detector, "options", None), "nuclei", None) == "builtin"
             # the shipped nucleus finder was fitted on these 50 images: only the two-fold line measures transfer

@@ -122,3 +122,23 @@ def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
     decode_s, finder_s = score.finder_speed(paths, detector, repeat=2)
     assert 0 < decode_s < finder_s < whole_s
     assert score.finder_speed(paths, SimpleNamespace(nuclei_net=None), repeat=1) is None
+
+
+def test_the_memory_line_reads_the_peak_of_a_fresh_process_tile_by_tile(monkeypatch, tmp_path):
+    """bench/score.py's memory line: a fresh process detects the tiles one after another and reports its RSS before the
+    first and its peak after tile 1, the middle one and the last; growth over the second half is MB a tile."""
+    from PIL import Image
+
+    from mastctl import synth
+
+    score = _bench_module(monkeypatch)
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"tile{i}.png"
+        Image.fromarray(synth.render_tile([7, i], synth.SynthOptions(size=160)).he).save(path)
+        paths.append(path)
+    out = score.memory(paths, "morphology", {"mast_threshold": 0.5})
+    peaks = {int(k): v for k, v in out["peak_mb_after_tiles"].items()}
+    assert sorted(peaks) == [1, 2, 4] and 0 < out["before_mb"] < peaks[1] <= peaks[2] <= peaks[4]
+    assert score.growth_per_tile({1: 300.0, 5: 310.0, 10: 320.0}) == 2.0
+    assert score.growth_per_tile({1: 300.0}) == 0.0
