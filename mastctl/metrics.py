@@ -51,9 +51,13 @@ def match(pred: np.ndarray | Sequence, true: np.ndarray | Sequence, radius: floa
         n_p, n_t = len(P), len(T)
         graph = coo_matrix((np.ones(len(rows)), (rows, cols + n_p)), shape=(n_p + n_t, n_p + n_t))
         _, component = connected_components(graph, directed=False)
+        edge_component = component[rows]
+        alone = np.bincount(edge_component)[edge_component] == 1  # a point and its only candidate: paired as they are
+        pairs += zip(rows[alone].tolist(), cols[alone].tolist())
+        pair_d += dists[alone].tolist()
         groups: dict[int, list[int]] = {}
-        for k, r in enumerate(rows):
-            groups.setdefault(int(component[r]), []).append(k)
+        for k in np.flatnonzero(~alone).tolist():
+            groups.setdefault(int(edge_component[k]), []).append(k)
         for edge_ids in groups.values():
             pr = sorted({int(rows[k]) for k in edge_ids})
             tc = sorted({int(cols[k]) for k in edge_ids})

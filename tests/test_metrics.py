@@ -37,6 +37,32 @@ def test_match_boundary_and_empty_inputs():
     assert match([(1, 1)], [], 3).unmatched_pred == (0,)
 
 
+def test_match_is_the_best_one_to_one_pairing_of_lone_pairs_and_crowds_alike():
+    """Most points have one candidate (paired as they are, without an assignment); crowds go through the assignment.
+    Either way: the most pairs, then the least total distance, as an exhaustive search finds them, sorted."""
+    import itertools
+
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        pred, true = rng.uniform(0, 12, (rng.integers(0, 6), 2)), rng.uniform(0, 12, (rng.integers(0, 6), 2))
+        pred[:2] = rng.uniform(40, 60, (min(2, len(pred)), 2))  # some far from the crowd
+        true[:1] = pred[:1] + 0.5 if len(pred) and len(true) else true[:1]  # a lone pair
+        radius = 3.0
+        d = np.linalg.norm(pred[:, None] - true[None], axis=2) if len(pred) and len(true) else np.zeros((len(pred), 0))
+        best = (0, 0.0)
+        for choice in itertools.product(range(-1, len(true)), repeat=len(pred)):
+            used = [t for t in choice if t >= 0]
+            if len(used) != len(set(used)) or any(t >= 0 and d[p, t] > radius for p, t in enumerate(choice)):
+                continue
+            total = sum(d[p, t] for p, t in enumerate(choice) if t >= 0)
+            if (len(used), -total) > (best[0], -best[1]):
+                best = (len(used), total)
+        m = match(pred, true, radius)
+        assert len(m.pairs) == best[0] and sum(m.distances) == pytest.approx(best[1])
+        assert list(m.pairs) == sorted(m.pairs)
+        assert sorted(m.unmatched_pred + tuple(p for p, _ in m.pairs)) == list(range(len(pred)))
+
+
 def test_match_scales_to_many_points():
     rng = np.random.default_rng(0)
     true = rng.uniform(0, 20000, (20000, 2))
