@@ -18,6 +18,20 @@ def _bench_module(monkeypatch, name: str = "score"):
     return module
 
 
+def _synthetic_tiles(folder: Path, n: int, size: int) -> list[Path]:
+    """``n`` synthetic H&E tiles of ``size`` px (seed 7) written as PNG into ``folder``."""
+    from PIL import Image
+
+    from mastctl import synth
+
+    paths = []
+    for i in range(n):
+        path = folder / f"tile{i}.png"
+        Image.fromarray(synth.render_tile([7, i], synth.SynthOptions(size=size)).he).save(path)
+        paths.append(path)
+    return paths
+
+
 def _recording_compare(record):
     """A stand-in for compare.compare that calls ``record(images, morphology options)`` and scores F1 0.8."""
 
@@ -106,17 +120,11 @@ def test_real_tissue_summarises_the_development_style_over_its_draws(monkeypatch
 def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
     """The speed line's floor: the default's learned finder alone (decode, stain split, map, peaks) takes longer than
     decoding the tiles and less than the whole detector; a detector without a finder has no such line."""
-    from PIL import Image
-
-    from mastctl import registry, synth
+    from mastctl import registry
     from mastctl.profile import Profile
 
     score = _bench_module(monkeypatch)
-    paths = []
-    for i in range(2):
-        path = tmp_path / f"tile{i}.png"
-        Image.fromarray(synth.render_tile([7, i], synth.SynthOptions(size=192)).he).save(path)
-        paths.append(path)
+    paths = _synthetic_tiles(tmp_path, 2, 192)
     detector = registry.create("detector", "morphology", Profile())
     _, whole_s, _ = score.speed(paths, detector, repeat=2)  # first, as bench/score.py times them
     decode_s, finder_s = score.finder_speed(paths, detector, repeat=2)
@@ -127,16 +135,8 @@ def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
 def test_the_memory_line_reads_the_peak_of_a_fresh_process_tile_by_tile(monkeypatch, tmp_path):
     """bench/score.py's memory line: a fresh process detects the tiles one after another and reports its RSS before the
     first and its peak after tile 1, the middle one and the last; growth over the second half is MB a tile."""
-    from PIL import Image
-
-    from mastctl import synth
-
     score = _bench_module(monkeypatch)
-    paths = []
-    for i in range(4):
-        path = tmp_path / f"tile{i}.png"
-        Image.fromarray(synth.render_tile([7, i], synth.SynthOptions(size=160)).he).save(path)
-        paths.append(path)
+    paths = _synthetic_tiles(tmp_path, 4, 160)
     out = score.memory(paths, "morphology", {"mast_threshold": 0.5})
     peaks = {int(k): v for k, v in out["peak_mb_after_tiles"].items()}
     assert sorted(peaks) == [1, 2, 4] and 0 < out["before_mb"] < peaks[1] <= peaks[2] <= peaks[4]
