@@ -142,3 +142,5 @@ def test_the_memory_line_reads_the_peak_of_a_fresh_process_tile_by_tile(monkeypa
     assert sorted(peaks) == [1, 2, 4] and 0 < out["before_mb"] < peaks[1] <= peaks[2] <= peaks[4]
     assert score.growth_per_tile({1: 300.0, 5: 310.0, 10: 320.0}) == 2.0
     assert score.growth_per_tile({1: 300.0}) == 0.0
+    monkeypatch.setattr(score, "Path", lambda p: tmp_path / "no-proc" / str(p).lstrip("/"))  # not Linux: no /proc
+    assert "skipped" in score.memory(paths, "morphology", {})
