@@ -137,7 +137,9 @@ def memory(images: list[Path], backend: str, options: dict) -> dict:
                          text=True)
     if out.returncode:
         raise RuntimeError(f"the memory probe failed: {out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.splitlines()[-1])
+    probe = json.loads(out.stdout.splitlines()[-1])
+    peaks = {int(k): v for k, v in probe["peak_mb_after_tiles"].items()}  # (JSON keys are strings)
+    return {**probe, "peak_mb_after_tiles": peaks, "growth_mb_per_tile_second_half": growth_per_tile(peaks)}
 
 
 def memory_probe(images: list[str], backend: str, options: dict) -> dict:
@@ -167,9 +169,9 @@ def memory_probe(images: list[str], backend: str, options: dict) -> dict:
     return {"before_mb": before_mb, "peak_mb_after_tiles": peaks}
 
 
-def growth_per_tile(peaks: dict) -> float:
+def growth_per_tile(peaks: dict[int, float]) -> float:
     """MB the peak grew a tile over the second half of the run (half -> all): about 0 where memory is bounded by the tile."""
-    marks = sorted(int(k) for k in peaks)
+    marks = sorted(peaks)
     half, last = marks[-2] if len(marks) > 1 else marks[-1], marks[-1]
     return (peaks[last] - peaks[half]) / (last - half) if last > half else 0.0
 
@@ -296,9 +298,8 @@ def main() -> int:
             if "skipped" in mem:
                 print(f"{'peak memory, CRC tiles':<34} skipped: {mem['skipped']}")
             else:
-                peaks = {int(k): v for k, v in mem["peak_mb_after_tiles"].items()}
-                mem["growth_mb_per_tile_second_half"] = growth_per_tile(peaks)
-                marks = ", ".join(f"{k} tile{'s' * (k > 1)} {v:.0f}" for k, v in sorted(peaks.items()))
+                peaks = sorted(mem["peak_mb_after_tiles"].items())
+                marks = ", ".join(f"{k} tile{'s' * (k > 1)} {v:.0f}" for k, v in peaks)
                 print(f"{'peak memory, CRC tiles':<34} {mem['before_mb']:.0f} MB before detection (imports, models); "
                       f"peak after {marks} MB: {mem['growth_mb_per_tile_second_half']:+.2f} MB a tile over the second "
                       "half (fresh process)")

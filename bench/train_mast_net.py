@@ -680,7 +680,8 @@ def main() -> int:
                          "development style's tiles be mast cells (0: no such bound)")
     ap.add_argument("--no-skin", action="store_true", help="leave the normal skin of wsi/ out of the negatives")
     ap.add_argument("--synthetic-jpeg", type=float, default=0.0,
-                    help="this share of the synthetic training tiles saved as JPEG (quality 50-90) before cropping")
+                    help="this share of the synthetic training tiles saved as JPEG (quality %d-%d) before cropping"
+                         % JPEG_QUALITY)
     ap.add_argument("--random-styles", type=int, default=0, help="also this many synthetic tiles of randomly drawn styles")
     ap.add_argument("--focus", default=None, help="focus augmentation: SHARE,MAX_UM (share of batches blurred, largest sigma)")
     ap.add_argument("--cast-sd", type=float, default=None, help="colour-cast augmentation SD (optical density)")

@@ -55,13 +55,13 @@ def one_blas_thread() -> Iterator[None]:
                 _limiter = None
 
 
-
 def blas_for_the_nets():
     """The BLAS threads the morphology nets run with: one (``one_blas_thread``) where torch runs them; where numpy does,
     every thread, since their convolutions are BLAS products (a context manager either way)."""
     from contextlib import nullcontext
 
     return one_blas_thread() if torch_runs_the_nets() else nullcontext()
+
 
 @functools.cache
 def _controller():
