@@ -60,6 +60,7 @@ CRC_MPP = 0.55
 SKIN = DATA / "wsi" / "cmu_small_region.svs"  # normal skin: its top half TRAIN, bottom half CHOOSE (``skin_choose_half``)
 CRC_CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
 DEV_SEED = 8000  # the development style's first seed (CHOOSE; --dev-draws adds the next ones)
+OTHER_CHOOSE_SEED, OTHER_REPORT_SEED = 0, 1  # bench/other_renderer.py's tiles: seed 0 CHOOSE (--choose), seed 1 REPORT
 
 
 def _options(pairs: list[str]) -> dict:
@@ -163,7 +164,22 @@ def synthetic_folder(workdir: Path, tiles: int, style: str, seed: int = 9000) ->
 
 
 def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str, seed: int = 9000) -> dict:
-    folder = synthetic_folder(workdir, tiles, style, seed)
+    return scored(backend, options, synthetic_folder(workdir, tiles, style, seed), style, tiles)
+
+
+def other_rendering(backend: str, options: dict, workdir: Path, tiles: int, seed: int) -> dict:
+    """Mast F1 on ``tiles`` tiles of bench/other_renderer.py from ``seed`` (rendered once): another renderer's idea of the
+    same criteria (shared/docs/domain.md), drawn with none of ``mastctl.synth``'s code."""
+    import other_renderer
+
+    folder = workdir / f"other-renderer-v{other_renderer.VERSION}-s{seed}-n{tiles}"
+    if not (folder / f"{other_renderer.stem(seed, tiles - 1)}.json").exists():
+        other_renderer.generate(folder, tiles, seed)
+    return scored(backend, options, folder, "other renderer", tiles)
+
+
+def scored(backend: str, options: dict, folder: Path, style: str, tiles: int) -> dict:
+    """Mast F1 (5 um) of ``backend`` on a folder of synthetic tiles and their truth, with its bootstrap interval."""
     profile = Profile.model_validate({"backend_options": {backend: options}} if options else {})
     run = compare.compare([folder], load_truth(folder), [backend], profile, radius_um=5.0, mode="mast").runs[0]
     if run.evaluation is None:
@@ -248,6 +264,11 @@ def main() -> int:
             else:
                 note = " (held out of every shipped model's training)" if style == synth.HELD_OUT_STYLE else ""
                 print(f"synthetic {style:<10}         {synthetic_text(r)}{note}")
+    if a.synthetic_tiles:
+        for seed, role in ([(OTHER_CHOOSE_SEED, "choose")] if a.choose else []) + [(OTHER_REPORT_SEED, "report")]:
+            out[f"other_renderer_{role}"] = r = other_rendering(backend, options, a.workdir, a.synthetic_tiles, seed)
+            if "skipped" not in r:
+                print(f"other renderer ({role}, seed {seed}) {synthetic_text(r)} (bench/other_renderer.py; no model saw it)")
     if a.choose and a.synthetic_tiles:
         draws = [synthetic(backend, options, a.workdir, a.synthetic_tiles, synth.DEV_STYLE, seed=DEV_SEED + k)
                  for k in range(max(1, a.dev_draws))]
