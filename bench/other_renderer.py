@@ -73,7 +73,8 @@ class Layers:
 
     def window(self, x: float, y: float, r_um: float):
         r = int(math.ceil(self.px(r_um))) + 2
-        x0, y0, x1, y1 = max(int(x) - r, 0), max(int(y) - r, 0), min(int(x) + r + 1, self.n), min(int(y) + r + 1, self.n)
+        x0, y0 = max(int(x) - r, 0), max(int(y) - r, 0)
+        x1, y1 = min(int(x) + r + 1, self.n), min(int(y) + r + 1, self.n)
         if x1 <= x0 or y1 <= y0:
             return None
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -107,7 +108,8 @@ def sprinkle(rng, layer: np.ndarray, sl, mask: np.ndarray, density_per_um2: floa
     """Point sprites (granules, chromatin clumps): Poisson points inside ``mask`` blurred to ``size_um``."""
     dots = (rng.random(mask.shape) < density_per_um2 * mpp * mpp) & (mask > 0.3)
     if dots.any():
-        layer[sl] += ndi.gaussian_filter(dots.astype(np.float32), size_um / mpp) * amount * (2 * math.pi) * (size_um / mpp) ** 2
+        blurred = ndi.gaussian_filter(dots.astype(np.float32), size_um / mpp)
+        layer[sl] += blurred * amount * (2 * math.pi) * (size_um / mpp) ** 2  # each sprite peaks at about ``amount``
 
 
 class OtherRenderer:
@@ -161,7 +163,7 @@ class OtherRenderer:
             L.h[sl] = L.h[sl] * (1 - gland) + gland * (1 - lumen) * 0.05
             L.taken[sl] |= gland > 0.2
             # columnar nuclei along the base: every ~5 um of the border
-            rim = 25 * 2 * math.pi / 5
+            rim = 25 * 2 * math.pi / 5  # nuclei along the border (a fixed count, whatever the gland's size)
             for k in range(int(rim)):
                 th = 2 * math.pi * k / rim + rng.normal(0, 0.03)
                 # find the border radius along this direction by stepping out
@@ -195,7 +197,7 @@ class OtherRenderer:
                 if w2 is not None:
                     sl2, dx2, dy2 = w2
                     L.rbc[sl2] += 0.55 * edge(np.hypot(dx2, dy2) / 3.6, 0.6, 3.6)
-            for k in range(rng.integers(1, 3)):  # flat endothelial nuclei on the wall
+            for _ in range(rng.integers(1, 3)):  # flat endothelial nuclei on the wall
                 th = rng.uniform(0, 2 * math.pi)
                 cx, cy = x + L.px(a * math.cos(th)), y + L.px(b * math.sin(th))
                 self.nucleus(cx, cy, 3.5, 1.0, th + math.pi / 2, 0.7, 0.05, "endothelial", None, spacing=0)
@@ -304,8 +306,9 @@ class OtherRenderer:
             self.cytoplasm(x, y, a, b, ang, 0.06, rng.uniform(0.3, 0.5), soft_um=0.4,
                            granules=(1.2, 0.4, rng.uniform(0.12, 0.22)), halo=rng.uniform(0.5, 1.2))
         self.centres.append((x, y, a))
-        self.nucleus(x + self.L.px(rng.normal(0, 0.4)), y + self.L.px(rng.normal(0, 0.4)), nr, nr * rng.uniform(0.8, 1.0),
-                     ang, rng.uniform(0.9, 1.25), 0.05, "mast_cell", "implicit" if implicit else "explicit", spacing=0)
+        nx, ny = x + self.L.px(rng.normal(0, 0.4)), y + self.L.px(rng.normal(0, 0.4))
+        self.nucleus(nx, ny, nr, nr * rng.uniform(0.8, 1.0), ang, rng.uniform(0.9, 1.25), 0.05, "mast_cell",
+                     "implicit" if implicit else "explicit", spacing=0)
 
     def lymphocyte(self, x, y, fibre) -> None:
         r = self.rng.uniform(2.2, 3.1)
@@ -321,7 +324,7 @@ class OtherRenderer:
         nr = rng.uniform(2.2, 2.8)
         off = self.L.px(a - nr - 0.6)
         nx, ny = x + off * math.cos(ang), y + off * math.sin(ang)
-        hof = self.L.window(x + 0.45 * off * math.cos(ang) - 0 * off, y + 0.45 * off * math.sin(ang), 2.5)
+        hof = self.L.window(x + 0.45 * off * math.cos(ang), y + 0.45 * off * math.sin(ang), 2.5)
         if hof is not None:  # the pale zone beside the nucleus
             sl, dx, dy = hof
             pale = edge(np.hypot(dx, dy) / 1.6, 0.8, 1.6)

@@ -45,6 +45,7 @@ def test_a_seed_draws_one_tile_with_every_kind_of_cell_inside_it(other_renderer)
 
 
 def test_its_tiles_are_read_and_scored_as_synthetic_truth(other_renderer, tmp_path):
+    from mastctl.cells import LABELS
     from mastctl.metrics import evaluate, score_image
     from mastctl.truth import image_key, load_truth
 
@@ -55,7 +56,7 @@ def test_its_tiles_are_read_and_scored_as_synthetic_truth(other_renderer, tmp_pa
     for key, item in truth.items():
         data = json.loads((tmp_path / f"{key.removesuffix('_he')}.json").read_text())
         assert item.mpp == 0.5 and len(item.cells) == len(data["cells"]) and (tmp_path / item.image).exists()
-        assert {c.label for c in item.cells} <= {"mast_cell", "lymphocyte", "plasma_cell", "fibroblast", "eosinophil", "other"}
+        assert {c.label for c in item.cells} <= set(LABELS)
         mast = [c for c in item.cells if c.label == "mast_cell"]
         scores.append(score_image(key, mast, item.cells, radius_px=10.0))
     assert sum(s.true_count for s in scores) > 0
