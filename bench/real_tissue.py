@@ -16,7 +16,9 @@ Weak labels nobody on the team drew (../shared/data, see its README):
    shipped model was trained on (`mastctl synth --style faded`; REPORT only). With ``--choose``, also the
    development style ``washed`` at seed 8000 (never trained on either; the one to CHOOSE on), and with
    ``--dev-draws K`` at seeds 8000 to 8000 + K - 1 as well, with their mean and spread: one draw of 16 tiles
-   moves by about 0.016 (SD), more than many a choice gains.
+   moves by about 0.016 (SD), more than many a choice gains. Also the mast F1 on 16 tiles of a second renderer
+   (bench/other_renderer.py, none of ``mastctl.synth``'s code): seed 1 REPORTED, seed 0 (``--choose``) to CHOOSE on;
+   the shipped crop net learned 120 tiles of other seeds of it (since 2026-12-07; before, the detector scored 0.519).
 4. With ``--choose``, normal skin: the bottom half of ``wsi/cmu_small_region.svs`` (epidermis and dermis,
    no tumour), the share of its cells called mast. A normal dermis holds a few real mast cells (tens to a
    hundred per mm^2): a CHOOSE set (the crop net's threshold rule reads it; its top half may be trained on).
