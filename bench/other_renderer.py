@@ -65,9 +65,6 @@ class Layers:
         self.h, self.e, self.g, self.rbc = (np.zeros((self.n, self.n), np.float32) for _ in range(4))
         self.taken = np.zeros((self.n, self.n), bool)
 
-    def um(self, px: float) -> float:
-        return px * self.mpp
-
     def px(self, um: float) -> float:
         return um / self.mpp
 
@@ -82,8 +79,8 @@ class Layers:
 
 
 def polar_shape(rng, a_um: float, b_um: float, roughness: float):
-    """A closed outline as a function of (dx, dy) in um: its normalised radius (1 on the border) for a turned ellipse
-    whose radius carries a few random harmonics (roughness: their summed amplitude)."""
+    """A closed outline as a function of (dx, dy) in um: its normalised radius (1 on the border) for an ellipse turned
+    by a random angle whose radius carries a few random harmonics (roughness: their summed amplitude)."""
     angle = rng.uniform(0, math.pi)
     amps = rng.dirichlet(np.ones(3)) * roughness
     phases = rng.uniform(0, 2 * math.pi, 3)
@@ -95,7 +92,7 @@ def polar_shape(rng, a_um: float, b_um: float, roughness: float):
         bump = 1.0 + sum(amp * np.sin((k + 2) * theta + ph) for k, (amp, ph) in enumerate(zip(amps, phases)))
         return np.sqrt((u / a_um) ** 2 + (v / b_um) ** 2) / bump
 
-    return radius, angle
+    return radius
 
 
 def edge(r, soft_um: float, scale_um: float):
@@ -151,7 +148,7 @@ class OtherRenderer:
         area = (L.n * L.mpp) ** 2 / 1e5
         for _ in range(rng.poisson(0.8 * area)):
             x, y = rng.uniform(0, L.n, 2)
-            outer, ang = polar_shape(rng, rng.uniform(20, 40), rng.uniform(15, 30), 0.12)
+            outer = polar_shape(rng, rng.uniform(20, 40), rng.uniform(15, 30), 0.12)
             w = L.window(x, y, 48)
             if w is None:
                 continue
@@ -182,7 +179,7 @@ class OtherRenderer:
         for _ in range(rng.poisson(1.5 * area)):
             x, y = rng.uniform(0, L.n, 2)
             a, b = rng.uniform(4, 9), rng.uniform(3, 6)
-            outline, ang = polar_shape(rng, a, b, 0.05)
+            outline = polar_shape(rng, a, b, 0.05)
             w = L.window(x, y, a + 3)
             if w is None:
                 continue
@@ -214,7 +211,7 @@ class OtherRenderer:
         L, rng = self.L, self.rng
         if spacing and not self.free(x, y, spacing):
             return False
-        outline, _ = polar_shape(rng, a_um, b_um, roughness)
+        outline = polar_shape(rng, a_um, b_um, roughness)
         c, s = math.cos(angle), math.sin(angle)
 
         def turned(dx, dy):  # the polar shape's own angle is random: turn it onto ``angle``
@@ -242,7 +239,7 @@ class OtherRenderer:
         """A cell body; granules: (per um^2, size um, amount of each of H and E); halo: a clear ring's width (um);
         dirty: a muddy pink ring's strength."""
         L, rng = self.L, self.rng
-        outline, _ = polar_shape(rng, a_um, b_um, 0.06)
+        outline = polar_shape(rng, a_um, b_um, 0.06)
         w = L.window(x, y, max(a_um, b_um) + 5)
         if w is None:
             return

@@ -321,7 +321,7 @@ def tile_set(workdir: Path, name: str, tiles) -> dict:
     if cache(BASIS).exists():
         with np.load(cache(BASIS)) as z:
             return {k: z[k] for k in z.files}
-    X, y = {basis: [] for basis in BASES}, []
+    X, y, count = {basis: [] for basis in BASES}, [], 0
     for count, tile in enumerate(tiles, 1):
         add_tile(tile, 0.5, X, y)
     print(f"  {name}: {count} tiles", flush=True)

@@ -31,14 +31,13 @@ def test_a_seed_draws_one_tile_with_every_kind_of_cell_inside_it(other_renderer)
     assert not np.array_equal(rgb, other_renderer.render([3, 1], size=256)[0])
     counts = Counter()
     for i in range(6):
-        _, cells = other_renderer.render([3, i], size=256)
-        assert all(0 <= c["x"] < 256 and 0 <= c["y"] < 256 for c in cells)
-        counts.update((c["label"], c["kind"]) for c in cells)
+        _, drawn = other_renderer.render([3, i], size=256) if i else (rgb, cells)
+        assert all(0 <= c["x"] < 256 and 0 <= c["y"] < 256 for c in drawn)
+        counts.update((c["label"], c["kind"]) for c in drawn)
     for key in [("mast_cell", "explicit"), ("mast_cell", "implicit"), ("lymphocyte", None), ("plasma_cell", None),
                 ("fibroblast", None), ("eosinophil", None)]:
         assert counts[key] > 0, key
     # the tissue is stained: nuclei absorb far more than the stroma around them
-    rgb, cells = other_renderer.render([3, 0], size=256)
     lymph = [c for c in cells if c["label"] == "lymphocyte"]
     at = np.array([rgb[int(c["y"]), int(c["x"])].mean() for c in lymph])
     assert np.median(at) < np.median(rgb.mean(axis=2)) - 60
