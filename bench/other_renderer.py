@@ -406,15 +406,21 @@ def stem(seed: int, index: int) -> str:
 
 def generate(out: Path, tiles: int, seed: int = 0, size: int = 512, mpp: float = 0.5) -> Path:
     """``tiles`` tiles drawn from the seeds [seed, i], each an H&E PNG and a ``mastctl/synth@1`` truth file."""
+    return write_tiles(out, tiles, seed, size, mpp, render, stem, "other-renderer")
+
+
+def write_tiles(out: Path, tiles: int, seed: int, size: int, mpp: float, draw, name, style: str) -> Path:
+    """Tiles ``draw([seed, i], size, mpp)`` -> (RGB, cells) written as ``name(seed, i)``: an H&E PNG and a
+    ``mastctl/synth@1`` truth file each (any bench renderer's tiles)."""
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
     for i in range(tiles):
-        stem_i = stem(seed, i)
-        rgb, cells = render([seed, i], size, mpp)
+        stem_i = name(seed, i)
+        rgb, cells = draw([seed, i], size, mpp)
         Image.fromarray(rgb).save(out / f"{stem_i}_he.png", dpi=(25400.0 / mpp,) * 2)
         truth = {"schema": SCHEMA, "he_image": f"{stem_i}_he.png", "width": size, "height": size, "mpp": mpp,
-                 "seed": [seed, i], "style": "other-renderer",
+                 "seed": [seed, i], "style": style,
                  "cells": [{**c, "x": round(c["x"], 2), "y": round(c["y"], 2)} for c in cells]}
         (out / f"{stem_i}.json").write_text(json.dumps(truth, indent=1) + "\n")
     return out

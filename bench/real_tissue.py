@@ -19,6 +19,8 @@ Weak labels nobody on the team drew (../shared/data, see its README):
    moves by about 0.016 (SD), more than many a choice gains. Also the mast F1 on 16 tiles of a second renderer
    (bench/other_renderer.py, none of ``mastctl.synth``'s code): seed 1 REPORTED, seed 0 (``--choose``) to CHOOSE on;
    the shipped crop net learned 120 tiles of other seeds of it (since 2026-12-07; before, the detector scored 0.519).
+   And on 48 tiles of a third renderer (bench/third_renderer.py, none of either renderer's drawing code): seed 0,
+   REPORTED only; no model trains on any of its tiles and nothing is chosen on it, so it stays a measure of transfer.
 4. With ``--choose``, normal skin: the bottom half of ``wsi/cmu_small_region.svs`` (epidermis and dermis,
    no tumour), the share of its cells called mast. A normal dermis holds a few real mast cells (tens to a
    hundred per mm^2): a CHOOSE set (the crop net's threshold rule reads it; its top half may be trained on).
@@ -63,6 +65,8 @@ SKIN = DATA / "wsi" / "cmu_small_region.svs"  # normal skin: its top half TRAIN,
 CRC_CLASSES = ("epithelial", "fibroblast", "inflammatory", "others")
 DEV_SEED = 8000  # the development style's first seed (CHOOSE; --dev-draws adds the next ones)
 OTHER_CHOOSE_SEED, OTHER_REPORT_SEED = 0, 1  # bench/other_renderer.py's tiles: seed 0 CHOOSE (--choose), seed 1 REPORT
+THIRD_REPORT_SEED = 0  # bench/third_renderer.py's tiles: REPORT only (no model trains or is chosen on any of its tiles)
+THIRD_TILES = 3  # times --synthetic-tiles: its tiles hold about five mast cells each, a third of the others'
 
 
 def _options(pairs: list[str]) -> dict:
@@ -169,15 +173,17 @@ def synthetic(backend: str, options: dict, workdir: Path, tiles: int, style: str
     return scored(backend, options, synthetic_folder(workdir, tiles, style, seed), style, tiles)
 
 
-def other_rendering(backend: str, options: dict, workdir: Path, tiles: int, seed: int) -> dict:
-    """Mast F1 on ``tiles`` tiles of bench/other_renderer.py from ``seed`` (rendered once): another renderer's idea of the
-    same criteria (shared/docs/domain.md), drawn with none of ``mastctl.synth``'s code."""
-    import other_renderer
+def other_rendering(backend: str, options: dict, workdir: Path, tiles: int, seed: int, renderer: str = "other_renderer",
+                    title: str = "other renderer") -> dict:
+    """Mast F1 on ``tiles`` tiles of a bench renderer (``bench/{renderer}.py``) from ``seed`` (rendered once): another
+    renderer's idea of the same criteria (shared/docs/domain.md), drawn with none of ``mastctl.synth``'s code."""
+    import importlib
 
-    folder = workdir / f"other-renderer-v{other_renderer.VERSION}-s{seed}-n{tiles}"
-    if not (folder / f"{other_renderer.stem(seed, tiles - 1)}.json").exists():
-        other_renderer.generate(folder, tiles, seed)
-    return scored(backend, options, folder, "other renderer", tiles)
+    module = importlib.import_module(renderer)
+    folder = workdir / f"{renderer.replace('_', '-')}-v{module.VERSION}-s{seed}-n{tiles}"
+    if not (folder / f"{module.stem(seed, tiles - 1)}.json").exists():
+        module.generate(folder, tiles, seed)
+    return scored(backend, options, folder, title, tiles)
 
 
 def scored(backend: str, options: dict, folder: Path, style: str, tiles: int) -> dict:
@@ -272,6 +278,11 @@ def main() -> int:
             if "skipped" not in r:
                 print(f"other renderer ({role}, seed {seed}) {synthetic_text(r)} "
                       "(bench/other_renderer.py; the shipped crop net learned other seeds)")
+        out["third_renderer_report"] = r = other_rendering(backend, options, a.workdir, THIRD_TILES * a.synthetic_tiles,
+                                                           THIRD_REPORT_SEED, "third_renderer", "third renderer")
+        if "skipped" not in r:
+            print(f"third renderer (report, seed {THIRD_REPORT_SEED}) {synthetic_text(r)} "
+                  "(bench/third_renderer.py; no model trained or chosen on it)")
     if a.choose and a.synthetic_tiles:
         draws = [synthetic(backend, options, a.workdir, a.synthetic_tiles, synth.DEV_STYLE, seed=DEV_SEED + k)
                  for k in range(max(1, a.dev_draws))]

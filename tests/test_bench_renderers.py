@@ -1,4 +1,5 @@
-"""bench/other_renderer.py: a second renderer whose tiles mastctl scores like its own synthetic tiles."""
+"""bench/other_renderer.py and bench/third_renderer.py: renderers apart from mastctl.synth whose tiles mastctl scores
+like its own synthetic tiles."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-@pytest.fixture(scope="module")
-def other_renderer():
-    spec = importlib.util.spec_from_file_location("bench_other_renderer", BENCH / "other_renderer.py")
+@pytest.fixture(scope="module", params=["other_renderer", "third_renderer"])
+def other_renderer(request):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the third renderer writes its tiles with the second's writer, as the benches run it
+    spec = importlib.util.spec_from_file_location(f"bench_{request.param}", BENCH / f"{request.param}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
@@ -60,3 +63,9 @@ def test_its_tiles_are_read_and_scored_as_synthetic_truth(other_renderer, tmp_pa
         scores.append(score_image(key, mast, item.cells, radius_px=10.0))
     assert sum(s.true_count for s in scores) > 0
     assert evaluate(scores).detection.f1 == 1.0  # the truth's own mast cells score 1
+
+
+def test_no_training_or_choosing_script_reads_the_third_renderer():
+    """Its tiles are a REPORT set (bench/real_tissue.py): a script that fits or chooses a model must never draw them."""
+    readers = {p.name for p in BENCH.glob("*.py") if "third_renderer" in p.read_text() and p.name != "third_renderer.py"}
+    assert readers == {"real_tissue.py"}
