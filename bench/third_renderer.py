@@ -59,7 +59,8 @@ def value_noise(rng, shape: tuple[int, int], cell_px: float) -> np.ndarray:
     """Smooth noise in [0, 1]: random values on a lattice ``cell_px`` apart, zoomed with cubic splines."""
     gh, gw = (max(2, int(math.ceil(s / cell_px)) + 3) for s in shape)
     lattice = rng.random((gh, gw)).astype(np.float32)
-    out = ndi.zoom(lattice, (shape[0] / (gh - 3) * 1.0001, shape[1] / (gw - 3) * 1.0001), order=3)[: shape[0], : shape[1]]
+    zoom = (shape[0] / (gh - 3) * 1.0001, shape[1] / (gw - 3) * 1.0001)
+    out = ndi.zoom(lattice, zoom, order=3)[: shape[0], : shape[1]]
     lo, hi = float(out.min()), float(out.max())
     return (out - lo) / max(hi - lo, 1e-6)
 
@@ -97,7 +98,8 @@ class Canvas:
 
     def window(self, x: float, y: float, r_um: float):
         r = int(math.ceil(self.px(r_um))) + 2
-        x0, y0, x1, y1 = max(int(x) - r, 0), max(int(y) - r, 0), min(int(x) + r + 1, self.n), min(int(y) + r + 1, self.n)
+        x0, y0 = max(int(x) - r, 0), max(int(y) - r, 0)
+        x1, y1 = min(int(x) + r + 1, self.n), min(int(y) + r + 1, self.n)
         if x1 <= x0 or y1 <= y0:
             return None
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
@@ -144,7 +146,8 @@ class ThirdRenderer:
             if near is None:
                 x, y = self.rng.uniform(0, self.n, 2)
             else:
-                ang, dist = self.rng.uniform(0, 2 * math.pi), self.c.px(math.sqrt(self.rng.uniform(0.02, 1.0)) * near[2])
+                ang = self.rng.uniform(0, 2 * math.pi)
+                dist = self.c.px(math.sqrt(self.rng.uniform(0.02, 1.0)) * near[2])
                 x, y = near[0] + dist * math.cos(ang), near[1] + dist * math.sin(ang)
             if self.fits(x, y, r_um):
                 self.placed.append((x, y, r_um))
@@ -239,7 +242,7 @@ class ThirdRenderer:
     # ------------------------------------------------------------------ cells
 
     def nucleus(self, x, y, a_um, b_um, angle, p, density, grain_um=0.8, warp_um=0.25, rim=0.0) -> None:
-        """A nucleus: a warped superellipse filled with hematoxylin, Worley chromatin, and ``rim`` extra at its border."""
+        """A nucleus: a warped superellipse of hematoxylin, Worley chromatin, and ``rim`` more at its border."""
         c = self.c
         w = c.window(x, y, max(a_um, b_um) + 1.5)
         if w is None:
