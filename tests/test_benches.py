@@ -29,6 +29,7 @@ CASES = {
     "real_tissue": ["--synthetic-tiles", "1"],
     "other_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "third_renderer": ["{tmp}/tiles", "--tiles", "1"],
+    "fourth_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "train_nucleus_net": ["--steps", "3", "--out", "{tmp}/nuclei.safetensors"],
 }
 NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net"}
