@@ -16,19 +16,17 @@ Its primitives differ from the other three renderers':
 
 Truth files are ``mastctl/synth@1``, as the other renderers write.
 
-    python bench/fourth_renderer.py OUT_DIR [--tiles 16] [--seed 0]
+    python bench/fourth_renderer.py OUT_DIR [--tiles 16] [--seed 0] [--mpp 0.5]
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+import rendered_tiles  # bench/ is the script's folder: the tile writer and command line, none of the drawing
 from mastctl.cells import LABELS
 
 VERSION = 1
@@ -343,11 +341,7 @@ class FourthRenderer:
         p = self.pad
         out = np.clip(out[p:p + self.size, p:p + self.size], 0, 255).astype(np.uint8)
         if rng.random() < 0.4:
-            from PIL import Image
-
-            buf = io.BytesIO()
-            Image.fromarray(out).save(buf, format="JPEG", quality=int(rng.integers(55, 92)))
-            out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+            out = rendered_tiles.jpeg(out, int(rng.integers(55, 92)))
         return np.ascontiguousarray(out)
 
     def render(self):
@@ -364,27 +358,9 @@ def render(seed, size: int = 512, mpp: float = 0.5):
     return FourthRenderer(seed, size, mpp).render()
 
 
-def stem(seed: int, index: int) -> str:
-    return f"fourth_s{seed}_{index:04d}"
-
-
-def generate(out: Path, tiles: int, seed: int = 0, size: int = 512, mpp: float = 0.5) -> Path:
-    """``tiles`` tiles drawn from the seeds [seed, i], each an H&E PNG and a ``mastctl/synth@1`` truth file."""
-    from other_renderer import write_tiles  # the tile writer only (bench/ is the script's folder): none of its drawing
-
-    return write_tiles(out, tiles, seed, size, mpp, render, stem, "fourth-renderer")
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--tiles", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    generate(a.out, a.tiles, a.seed)
-    print(f"{a.tiles} tiles in {a.out}")
-    return 0
+stem = rendered_tiles.stems("fourth")
+generate = rendered_tiles.generator(render, stem, "fourth-renderer")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(rendered_tiles.main(generate, __doc__))

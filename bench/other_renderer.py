@@ -27,19 +27,15 @@ to CHOOSE on. The shipped models were trained on none of its tiles.
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+import rendered_tiles  # bench/ is the script's folder: the tile writer and command line, none of the drawing
 from mastctl.cells import LABELS
 
-SCHEMA = "mastctl/synth@1"
 VERSION = 1  # of the drawing: a folder of tiles rendered by another version is rendered again (bench/real_tissue.py)
 H_VEC = (0.650, 0.704, 0.286)  # Ruifrok & Johnston's hematoxylin
 E_VEC = (0.072, 0.990, 0.105)  # ... and eosin
@@ -377,11 +373,7 @@ class OtherRenderer:
         p = self.pad
         rgb = np.clip(rgb[p:p + self.size, p:p + self.size], 0, 255).astype(np.uint8)
         if jpeg:
-            from PIL import Image
-
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, format="JPEG", quality=jpeg)
-            rgb = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+            rgb = rendered_tiles.jpeg(rgb, jpeg)
         return rgb
 
     def render(self):
@@ -400,44 +392,9 @@ def render(seed, size: int = 512, mpp: float = 0.5):
     return OtherRenderer(seed, size, mpp).render()
 
 
-def stem(seed: int, index: int) -> str:
-    return f"other_s{seed}_{index:04d}"
-
-
-def generate(out: Path, tiles: int, seed: int = 0, size: int = 512, mpp: float = 0.5) -> Path:
-    """``tiles`` tiles drawn from the seeds [seed, i], each an H&E PNG and a ``mastctl/synth@1`` truth file."""
-    return write_tiles(out, tiles, seed, size, mpp, render, stem, "other-renderer")
-
-
-def write_tiles(out: Path, tiles: int, seed: int, size: int, mpp: float, draw, name, style: str) -> Path:
-    """Tiles ``draw([seed, i], size, mpp)`` -> (RGB, cells) written as ``name(seed, i)``: an H&E PNG and a
-    ``mastctl/synth@1`` truth file each (any bench renderer's tiles)."""
-    from PIL import Image
-
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(tiles):
-        stem_i = name(seed, i)
-        rgb, cells = draw([seed, i], size, mpp)
-        Image.fromarray(rgb).save(out / f"{stem_i}_he.png", dpi=(25400.0 / mpp,) * 2)
-        truth = {"schema": SCHEMA, "he_image": f"{stem_i}_he.png", "width": size, "height": size, "mpp": mpp,
-                 "seed": [seed, i], "style": style,
-                 "cells": [{**c, "x": round(c["x"], 2), "y": round(c["y"], 2)} for c in cells]}
-        (out / f"{stem_i}.json").write_text(json.dumps(truth, indent=1) + "\n")
-    return out
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--tiles", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--mpp", type=float, default=0.5)
-    a = ap.parse_args()
-    size = int(round(512 * 0.5 / a.mpp))
-    generate(a.out, a.tiles, a.seed, size, a.mpp)
-    print(f"{a.tiles} tiles in {a.out}")
-    return 0
+stem = rendered_tiles.stems("other")
+generate = rendered_tiles.generator(render, stem, "other-renderer")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(rendered_tiles.main(generate, __doc__))

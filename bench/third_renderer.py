@@ -25,20 +25,18 @@ else reads them. Every part of a tile is drawn with other primitives than the ot
 
 Truth files are ``mastctl/synth@1``, as the other renderers write, so ``mastctl compare`` scores its tiles.
 
-    python bench/third_renderer.py OUT_DIR [--tiles 16] [--seed 0]
+    python bench/third_renderer.py OUT_DIR [--tiles 16] [--seed 0] [--mpp 0.5]
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
+import rendered_tiles  # bench/ is the script's folder: the tile writer and command line, none of the drawing
 from mastctl.cells import LABELS
 
 VERSION = 1  # of the drawing: a folder of tiles rendered by another version is rendered again (bench/real_tissue.py)
@@ -409,9 +407,7 @@ class ThirdRenderer:
             small = Image.fromarray(rgb).resize((int(self.size * 0.7),) * 2, Image.BILINEAR)
             rgb = np.asarray(small.resize((self.size, self.size), Image.BICUBIC))
         if rng.random() < 0.4:
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, format="JPEG", quality=int(rng.integers(50, 90)))
-            rgb = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+            rgb = rendered_tiles.jpeg(rgb, int(rng.integers(50, 90)))
         return np.ascontiguousarray(rgb)
 
     def render(self):
@@ -427,27 +423,9 @@ def render(seed, size: int = 512, mpp: float = 0.5):
     return ThirdRenderer(seed, size, mpp).render()
 
 
-def stem(seed: int, index: int) -> str:
-    return f"third_s{seed}_{index:04d}"
-
-
-def generate(out: Path, tiles: int, seed: int = 0, size: int = 512, mpp: float = 0.5) -> Path:
-    """``tiles`` tiles drawn from the seeds [seed, i], each an H&E PNG and a ``mastctl/synth@1`` truth file."""
-    from other_renderer import write_tiles  # the tile writer only (bench/ is the script's folder): none of its drawing
-
-    return write_tiles(out, tiles, seed, size, mpp, render, stem, "third-renderer")
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--tiles", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    generate(a.out, a.tiles, a.seed)
-    print(f"{a.tiles} tiles in {a.out}")
-    return 0
+stem = rendered_tiles.stems("third")
+generate = rendered_tiles.generator(render, stem, "third-renderer")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(rendered_tiles.main(generate, __doc__))

@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.fixture(scope="module", params=["other_renderer", "third_renderer", "fourth_renderer"])
 def other_renderer(request):
     if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the third renderer writes with the second's writer, as the benches run it
+        sys.path.insert(0, str(BENCH))  # they write with bench/rendered_tiles.py, as the benches run them
     spec = importlib.util.spec_from_file_location(f"bench_{request.param}", BENCH / f"{request.param}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
