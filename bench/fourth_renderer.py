@@ -350,7 +350,7 @@ class FourthRenderer:
         self.glands()
         self.populate()
         rgb = self.image()
-        return rgb, [c for c in self.cells if 0 <= c["x"] < self.size and 0 <= c["y"] < self.size]
+        return rgb, rendered_tiles.inside(self.cells, self.size)
 
 
 def render(seed, size: int = 512, mpp: float = 0.5):

@@ -383,8 +383,7 @@ class OtherRenderer:
         self.populate()
         jpeg = int(self.rng.integers(60, 91)) if self.rng.random() < 0.5 else None
         rgb = self.image(jpeg)
-        cells = [c for c in self.cells if 0 <= c["x"] < self.size and 0 <= c["y"] < self.size]
-        return rgb, cells
+        return rgb, rendered_tiles.inside(self.cells, self.size)
 
 
 def render(seed, size: int = 512, mpp: float = 0.5):

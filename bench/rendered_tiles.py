@@ -7,13 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-SCHEMA = "mastctl/synth@1"
-
-
 def write_tiles(out: Path, tiles: int, seed: int, size: int, mpp: float, draw, name, style: str) -> Path:
     """Tiles ``draw([seed, i], size, mpp)`` -> (RGB, cells) written as ``name(seed, i)``: an H&E PNG and a
     ``mastctl/synth@1`` truth file each."""
     from PIL import Image
+
+    from mastctl.synth import SCHEMA
 
     out.mkdir(parents=True, exist_ok=True)
     for i in range(tiles):
@@ -25,6 +24,11 @@ def write_tiles(out: Path, tiles: int, seed: int, size: int, mpp: float, draw, n
                  "cells": [{**c, "x": round(c["x"], 2), "y": round(c["y"], 2)} for c in cells]}
         (out / f"{stem_i}.json").write_text(json.dumps(truth, indent=1) + "\n")
     return out
+
+
+def inside(cells: list[dict], size: int) -> list[dict]:
+    """The cells whose centre lies on a ``size`` x ``size`` tile (a renderer draws on a padded canvas)."""
+    return [c for c in cells if 0 <= c["x"] < size and 0 <= c["y"] < size]
 
 
 def jpeg(rgb, quality: int):

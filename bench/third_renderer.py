@@ -414,8 +414,7 @@ class ThirdRenderer:
         self.tissue()
         self.populate()
         rgb = self.image()
-        cells = [cell for cell in self.cells if 0 <= cell["x"] < self.size and 0 <= cell["y"] < self.size]
-        return rgb, cells
+        return rgb, rendered_tiles.inside(self.cells, self.size)
 
 
 def render(seed, size: int = 512, mpp: float = 0.5):

@@ -7,9 +7,9 @@ What each data set is for is declared here, before anything is measured:
   threshold is checked there), 9000 (validation) or the held-out style ``faded``.
 - 120 tiles of bench/other_renderer.py (a second renderer of the same criteria, none of ``mastctl.synth``'s code;
   seeds [1000, 20, i], 0.5 um/px; ``--other-renderer``, since 2026-12-07): TRAIN, crops at the true cell centres.
+  Its seed 0 is a CHOOSE set and seed 1 is REPORTED (bench/real_tissue.py); both are 16 tiles no net trains on.
 - with ``--fourth-renderer N`` (not the recipe), N tiles of bench/fourth_renderer.py (seeds [1000, 40, i]): TRAIN.
   bench/third_renderer.py's tiles are never read here: they are REPORTED only (bench/real_tissue.py).
-  Its seed 0 is a CHOOSE set and seed 1 is REPORTED (bench/real_tissue.py); both are 16 tiles no net trains on.
 - ccMCT ``tb0_*``/``tb1_*`` (augmented mosaics of a canine mast cell tumour; scale unknown, so each crop
   is used at 0.25, 0.35 and 0.45 um/px): TRAIN, weak positives. Every nucleus the morphology detector
   finds outside the drawn annotation boxes, with a nucleus of at least 30 um^2 at that scale and not
@@ -361,8 +361,8 @@ def random_style_set(workdir: Path, n: int) -> dict:
     return tile_set(workdir, f"random-styles-{n}", tiles())
 
 
-def other_renderer_set(workdir: Path, n: int, renderer: str = "other_renderer", stream: int = 20) -> dict:
-    """Crops of ``n`` tiles of a bench renderer (bench/other_renderer.py; seeds [1000, stream, i], 0.5 um/px) in
+def renderer_set(workdir: Path, n: int, renderer: str, stream: int) -> dict:
+    """Crops of ``n`` tiles of a bench renderer (``bench/{renderer}.py``; seeds [1000, stream, i], 0.5 um/px) in
     ``BASIS``, cached."""
     import importlib
     from types import SimpleNamespace
@@ -774,15 +774,13 @@ def main() -> int:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     syn = synthetic_set(a.workdir, a.tiles_scale, a.synthetic_jpeg)
-    if a.random_styles:
-        extra = random_style_set(a.workdir, a.random_styles)
-        syn = {"X": np.concatenate([syn["X"], extra["X"]]), "y": np.concatenate([syn["y"], extra["y"]])}
-    if a.other_renderer:
-        extra = other_renderer_set(a.workdir, max(1, round(a.other_renderer * a.tiles_scale)))
-        syn = {"X": np.concatenate([syn["X"], extra["X"]]), "y": np.concatenate([syn["y"], extra["y"]])}
-    if a.fourth_renderer:
-        extra = other_renderer_set(a.workdir, max(1, round(a.fourth_renderer * a.tiles_scale)), "fourth_renderer", 40)
-        syn = {"X": np.concatenate([syn["X"], extra["X"]]), "y": np.concatenate([syn["y"], extra["y"]])}
+    # other renderers' tiles among the synthetic crops: (module, seed stream, tiles), scaled as the synthetic tiles are
+    renderers = [(name, stream, max(1, round(n * a.tiles_scale))) for name, stream, n in
+                 (("other_renderer", 20, a.other_renderer), ("fourth_renderer", 40, a.fourth_renderer)) if n]
+    extras = ([random_style_set(a.workdir, a.random_styles)] if a.random_styles else []) + [
+        renderer_set(a.workdir, n, name, stream) for name, stream, n in renderers]
+    if extras:
+        syn = {k: np.concatenate([syn[k]] + [extra[k] for extra in extras]) for k in ("X", "y")}
     mct, choose = ccmct_set(("tb0_*.png", "tb1_*.png"), negatives=a.ccmct_negatives), ccmct_set(("tb2_*.png",))
     crc, other = crc_set(), other_he_set(skin=not a.no_skin)
     print(f"crops: synthetic {len(syn['X'])} ({int(syn['y'].sum())} mast), ccMCT train {len(mct['X'])} ({int(mct['y'].sum())} positive), "
@@ -822,11 +820,8 @@ def main() -> int:
         p_choose = net.probability(centre(choose["X"]))
         net.logit_shift = float(np.log(threshold / (1 - threshold)))
         net.info = {"trained_on": "synthetic tiles (seeds 1000+, styles gut, sheet, carcinoma)"
-                                  + (f"; {max(1, round(a.other_renderer * a.tiles_scale))} tiles of "
-                                     "bench/other_renderer.py (seeds [1000, 20, i])"
-                                     if a.other_renderer else "")
-                                  + (f"; {max(1, round(a.fourth_renderer * a.tiles_scale))} tiles of "
-                                     "bench/fourth_renderer.py (seeds [1000, 40, i])" if a.fourth_renderer else "")
+                                  + "".join(f"; {n} tiles of bench/{name}.py (seeds [1000, {stream}, i])"
+                                            for name, stream, n in renderers)
                                   + "; ccMCT tb0/tb1 crops "
                                   f"(Bertram et al. 2019; weak positives, nuclei >= {MIN_AREA_UM2:g} um^2 at "
                                   f"{CCMCT_SCALES} um/px, in sheets of >= {SHEET_NEIGHBOURS} nuclei within 20 um"
