@@ -411,6 +411,49 @@ def test_forest_evaluation_follows_irregular_trees():
     assert np.all(got[1:] == 7.0)
 
 
+@pytest.mark.parametrize("depth", [1, 2, 4, 5, 6])
+def test_forest_evaluation_reaches_the_walked_leaf_at_every_depth(depth):
+    """Up to MAX_CODED_DEPTH the split bits are packed into a code and looked up; deeper trees go level by level:
+    both give the leaf a walk down the tree gives."""
+    from mastctl.morphology.model import MAX_CODED_DEPTH, _forest_predict
+
+    rng = np.random.default_rng(depth)
+
+    def random_tree():
+        tree = {"feature": [], "threshold": [], "left": [], "right": [], "value": []}
+
+        def grow(level):
+            i = len(tree["feature"])
+            for key in tree:
+                tree[key].append(-1 if key in ("left", "right") else 0)
+            if level < depth and (level == 0 or rng.random() < 0.8):
+                tree["feature"][i], tree["threshold"][i] = int(rng.integers(0, 3)), float(rng.normal())
+                tree["left"][i] = grow(level + 1)
+                tree["right"][i] = grow(level + 1)
+            else:
+                tree["value"][i] = float(rng.normal())
+            return i
+
+        grow(0)
+        return tree
+
+    def walk(tree, x):
+        node = 0
+        while tree["left"][node] >= 0:
+            node = tree["left"][node] if x[tree["feature"][node]] <= tree["threshold"][node] else tree["right"][node]
+        return tree["value"][node]
+
+    stages = [[random_tree() for _ in CLASSES] for _ in range(3)]
+    params = {"init": [0.0] * len(CLASSES), "learning_rate": 1.0, "trees": stages}
+    model = Model("gbm", ["a", "b", "c"], list(CLASSES), params)
+    X = rng.normal(size=(300, 3))
+    got = _forest_predict(model._packed(), X)
+    packed_depth = model._packed()["depth"]  # the deepest tree's: deeper than MAX_CODED_DEPTH takes the other route
+    assert packed_depth <= depth and (depth <= MAX_CODED_DEPTH or packed_depth > MAX_CODED_DEPTH)
+    want = [[walk(t, x) for x in X] for stage in stages for t in stage]
+    assert np.array_equal(got, np.array(want))
+
+
 def test_a_model_reads_its_features_by_name():
     sklearn = pytest.importorskip("sklearn")  # noqa: F841
     from mastctl.morphology.model import fit
