@@ -25,7 +25,7 @@ import numpy as np
 
 from mastctl.errors import InputError
 from mastctl.morphology.stain import BASES, net_input
-from mastctl.threads import torch_runs_the_nets
+from mastctl.threads import net_precision, torch_runs_the_nets
 
 SCHEMA = "mastctl/mast-net@1"
 DEFAULT_NET = "mast_net.npz"
@@ -52,6 +52,7 @@ class MastNet:
     info: dict[str, Any] = field(default_factory=dict)
     input_pool: int = 1  # the crop is averaged over input_pool x input_pool pixels first
     basis: str = "image"  # one of BASES: the stain vectors the net reads the image through (``maps``)
+    precision: str = "float32"  # what torch computes the convolutions in: threads.NET_PRECISIONS (the detector: auto)
     _torch_weights: list | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ inference
@@ -81,22 +82,24 @@ class MastNet:
         import torch
 
         f = torch.nn.functional
-        if self._torch_weights is None:
-            self._torch_weights = [(torch.from_numpy(np.ascontiguousarray(w, np.float32)), torch.from_numpy(np.asarray(b, np.float32)))
-                                   for w, b in self.convs]
+        dtype = getattr(torch, net_precision(self.precision))
+        if self._torch_weights is None or self._torch_weights[0][0].dtype != dtype:
+            self._torch_weights = [(torch.from_numpy(np.ascontiguousarray(w, np.float32)).to(dtype),
+                                    torch.from_numpy(np.asarray(b, np.float32)).to(dtype)) for w, b in self.convs]
         n = len(x)
         x = np.ascontiguousarray(x, np.float32)
         if n % BATCH_QUANTUM:  # padded with zero crops to a shape torch has run before (BATCH_QUANTUM); dropped below
             x = np.concatenate([x, np.zeros((BATCH_QUANTUM - n % BATCH_QUANTUM, *x.shape[1:]), np.float32)])
         with torch.inference_mode():
-            h = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            h = torch.from_numpy(x).to(dtype).contiguous(memory_format=torch.channels_last)
             if self.input_pool > 1:
                 h = f.avg_pool2d(h, self.input_pool)
             for i, (w, b) in enumerate(self._torch_weights):
-                h = f.conv2d(h, w, b, padding=1).relu_()  # in place: one pass over memory fewer
-                if i in self.pool_after:
-                    h = f.max_pool2d(h, 2)
-            c = centre(h.shape[2])
+                h = f.conv2d(h, w, b, padding=1)
+                # ReLU in place (one pass over memory fewer), after the pool where one follows: the two commute, and
+                # it then runs on a quarter of the pixels
+                h = (_max_pool2(h) if i in self.pool_after else h).relu_()
+            h, c = h.float(), centre(h.shape[2])  # the means in float32: bfloat16 would round the features too
             feats = torch.cat([h.mean((2, 3)), h[:, :, c, c].mean((2, 3))], 1)[:n].numpy()
         return (feats @ self.head_w.T + self.head_b)[:, 0]
 
@@ -161,6 +164,16 @@ class MastNet:
             if w.ndim != 4 or w.shape[2:] != (3, 3) or b.shape != (w.shape[0],):
                 raise InputError(f"{p}: a damaged mast-cell net (convolution of shape {w.shape})")
         return net
+
+
+def _max_pool2(h):
+    """torch's ``max_pool2d(h, 2)`` as the largest of four strided views: the same values, in half the time of the
+    channels-last pool (2.5 -> 1.3 ms on 320 crops of 8 x 40 x 40 in float32, 3.7 -> 1.1 in bfloat16)."""
+    import torch
+
+    h = h[:, :, : h.shape[2] // 2 * 2, : h.shape[3] // 2 * 2]
+    return torch.maximum(torch.maximum(h[:, :, 0::2, 0::2], h[:, :, 0::2, 1::2]),
+                         torch.maximum(h[:, :, 1::2, 0::2], h[:, :, 1::2, 1::2]))
 
 
 def centre(n: int) -> slice:

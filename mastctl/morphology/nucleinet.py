@@ -32,7 +32,7 @@ import numpy as np
 from mastctl.errors import BackendError, InputError
 from mastctl.morphology.mastnet import _conv3x3_relu, linear_zoom
 from mastctl.morphology.stain import BASES, Stained, net_input, stain_input  # noqa: F401 (stain_input: imported from here too)
-from mastctl.threads import torch_runs_the_nets
+from mastctl.threads import net_precision, torch_runs_the_nets
 
 SCHEMA = "mastctl/nucleus-net@1"
 PATCH = 128  # training patch side, working pixels
@@ -184,6 +184,7 @@ class NucleusNet:
     flips: bool = False
     basis: str = "image"  # the stain vectors it reads images through (stain.BASES)
     arch: str = "unet"  # ARCHS
+    precision: str = "float32"  # what torch computes the convolutions in: threads.NET_PRECISIONS (the detector: auto)
     _folded: list | None = field(default=None, repr=False, compare=False)
     _torch_folded: list | None = field(default=None, repr=False, compare=False)
 
@@ -276,15 +277,19 @@ class NucleusNet:
         import torch
 
         f = torch.nn.functional
-        if self._torch_folded is None:
-            self._torch_folded = [(torch.from_numpy(np.ascontiguousarray(w)), torch.from_numpy(b)) for w, b in self.folded()]
+        dtype = getattr(torch, net_precision(self.precision))
+        if self._torch_folded is None or self._torch_folded[0][0].dtype != dtype:
+            self._torch_folded = [(torch.from_numpy(np.ascontiguousarray(w)).to(dtype), torch.from_numpy(b).to(dtype))
+                                  for w, b in self.folded()]
         convs = self._torch_folded
         if self.arch == "strided":
+            head = [t.float() for t in convs[-1]]  # the 1x1 head and the upsampling in float32: a smooth map to peak
             with torch.inference_mode():
-                h = torch.from_numpy(np.ascontiguousarray(x))[None].contiguous(memory_format=torch.channels_last)
+                h = torch.from_numpy(np.ascontiguousarray(x))[None].to(dtype)
+                h = h.contiguous(memory_format=torch.channels_last)
                 a = strided_net(h, lambda t, i: f.conv2d(t, *convs[i], stride=STRIDED[i][2], padding=1).relu_(),
                                 lambda t: f.interpolate(t, scale_factor=2), lambda s, t: torch.cat([s, t], 1))
-                logit = f.interpolate(f.conv2d(a, *convs[-1]), scale_factor=2, mode="bilinear", align_corners=False)
+                logit = f.interpolate(f.conv2d(a.float(), *head), scale_factor=2, mode="bilinear", align_corners=False)
                 return torch.sigmoid(logit)[0, 0].numpy()
 
         def block(h, i):
@@ -293,14 +298,14 @@ class NucleusNet:
             return h
 
         with torch.inference_mode():
-            h = torch.from_numpy(np.ascontiguousarray(x))[None].contiguous(memory_format=torch.channels_last)
+            h = torch.from_numpy(np.ascontiguousarray(x))[None].to(dtype).contiguous(memory_format=torch.channels_last)
             a = block(h, 0)
             b = block(f.max_pool2d(a, 2), 1)
             c = block(f.max_pool2d(b, 2), 2)
             b = block(torch.cat([f.interpolate(c, scale_factor=2), b], 1), 3)
             a = block(torch.cat([f.interpolate(b, scale_factor=2), a], 1), 4)
-            w, bias = convs[-1]
-            return torch.sigmoid(f.conv2d(a, w, bias))[0, 0].numpy()
+            w, bias = (t.float() for t in convs[-1])
+            return torch.sigmoid(f.conv2d(a.float(), w, bias))[0, 0].numpy()
 
     def peaks(self, proximity: np.ndarray, mpp: float, threshold: float | None = None) -> np.ndarray:
         """Nucleus centres (x, y, continuous working pixels): local maxima of the smoothed map above the threshold."""
