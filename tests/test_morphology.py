@@ -636,6 +636,38 @@ def test_torch_runs_the_crop_net_on_batches_of_a_few_shapes(monkeypatch):
                                                   atol=1e-4)
 
 
+def test_the_crop_net_reads_turns_and_flips_only_near_its_decision_point():
+    """With ``views`` = k, a crop whose logit lies within VIEW_GATE of the decision point gets the mean logit of its
+    first k turns and flips (the eight distinct ones); a crop farther off keeps its own (one view decides there)."""
+    from mastctl.morphology import mastnet
+
+    net = mastnet.default_net()
+    asymmetric = np.arange(16.0).reshape(1, 1, 4, 4)
+    seen = {mastnet.VIEWS[k](asymmetric).tobytes() for k in range(8)}
+    assert len(seen) == 8 and np.array_equal(mastnet.VIEWS[0](asymmetric), asymmetric)
+    crops = np.random.default_rng(4).random((80, 3, 40, 40)).astype(np.float32)
+    crops[:40] *= np.linspace(0.2, 3.0, 40, dtype=np.float32)[:, None, None, None]  # a spread of logits
+    raw = net.logits(crops) + net.logit_shift  # one view, unshifted
+    per_view = np.stack([net.logits(view(crops)) + net.logit_shift for view in mastnet.VIEWS])
+    shift = float(np.median(raw)) + 3.0  # some crops near it, some far
+    near = np.abs(raw - shift) < mastnet.VIEW_GATE
+    assert 0 < near.sum() < len(crops)
+    net.logit_shift = shift
+    for k in (2, 4, 8):
+        net.views = k
+        expected = np.where(near, per_view[:k].mean(axis=0), raw) - shift
+        assert np.allclose(net.logits(crops), expected, atol=1e-4), k
+    assert not np.allclose(per_view[1], raw, atol=1e-3)  # the views do differ: the test would see them ignored
+
+
+def test_the_detector_reads_eight_views_unless_told_otherwise():
+    from mastctl import registry
+    from mastctl.profile import Profile
+
+    assert registry.create("detector", "morphology", Profile()).mast_net.views == 8
+    assert registry.create("detector", "morphology", Profile(), mast_net_views=1).mast_net.views == 1
+
+
 def test_an_explicit_call_needs_more_of_the_nets_belief_than_an_implicit_one():
     """An explicit mast cell is one H&E shows (granular, purple cytoplasm), so the net should see it too: a criteria
     call of kind explicit goes where the net's own P is under ``net_veto_explicit`` (0.3), an implicit one (the IHC
