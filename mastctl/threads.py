@@ -57,12 +57,12 @@ def one_blas_thread() -> Iterator[None]:
                 _limiter = None
 
 
-def blas_for_the_nets():
+def blas_for_the_nets(precision: str = "float32"):
     """The BLAS threads the morphology nets run with: one (``one_blas_thread``) where torch runs them; where numpy does,
     every thread, since their convolutions are BLAS products (a context manager either way)."""
     from contextlib import nullcontext
 
-    return one_blas_thread() if torch_runs_the_nets() else nullcontext()
+    return one_blas_thread() if torch_runs_the_nets(precision) else nullcontext()
 
 
 @functools.cache
@@ -92,9 +92,20 @@ def share_the_cores(workers: int) -> None:
         os.environ.setdefault(name, threads)
 
 
-def torch_runs_the_nets() -> bool:
+def torch_runs_the_nets(precision: str = "float32") -> bool:
     """Whether torch runs the morphology nets (the crop net and the nucleus finder): installed, not turned off, and
-    either loaded already or not in a run too small to repay loading it (``numpy_unless_torch_is_loaded``)."""
+    either loaded already or not in a run too small to repay loading it (``numpy_unless_torch_is_loaded``) — unless
+    the nets are to run in bfloat16 (``precision``, resolved by ``net_precision``), which numpy cannot: then torch
+    runs them in a small run too, so that an image gives the same cells alone as in a larger run."""
+    import sys
+
+    if _small_run and "torch" not in sys.modules and net_precision(precision) == "float32":
+        return False
+    return torch_installed()
+
+
+def torch_installed() -> bool:
+    """Whether torch can run the nets at all: installed (imported or not) and not turned off (``MASTCTL_NUMPY_NET``)."""
     import importlib.util
     import os
     import sys
@@ -103,8 +114,6 @@ def torch_runs_the_nets() -> bool:
         return False
     if "torch" in sys.modules:  # imported already, or blocked (None: a test's stand-in for "not installed")
         return sys.modules["torch"] is not None
-    if _small_run:
-        return False
     return importlib.util.find_spec("torch") is not None
 
 
@@ -144,11 +153,10 @@ def net_precision(requested: str = "auto") -> str:
 
 @functools.cache
 def _amx_tiles() -> bool:
-    """Whether this CPU has AMX tiles, as torch sees it (asked where torch runs the nets: loaded already; False where
-    torch cannot say)."""
+    """Whether this CPU has AMX tiles: Linux lists ``amx_tile`` among a processor's flags in /proc/cpuinfo once the
+    kernel lets programs use them (read without importing torch; elsewhere, False: float32)."""
     try:
-        import torch
-
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # a torch without the probe: the safe answer
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("flags") and "amx_tile" in line.split() for line in fh)
+    except OSError:
         return False

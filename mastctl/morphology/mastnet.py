@@ -27,7 +27,7 @@ import numpy as np
 
 from mastctl.errors import InputError
 from mastctl.morphology.stain import BASES, net_input
-from mastctl.threads import net_precision, torch_runs_the_nets
+from mastctl.threads import net_precision, torch_installed, torch_runs_the_nets
 
 SCHEMA = "mastctl/mast-net@1"
 DEFAULT_NET = "mast_net.npz"
@@ -42,6 +42,8 @@ TORCH_FROM = 64  # crops in one call from which torch (if installed) runs the ne
 # off: 351, 387 after 10, 406 after 25 and after 50. The cost: at most 31 crops more a tile (70.7 against 69.1 ms a
 # CRC tile, fastest of 3), and the same cells (confidences within 2e-8).
 BATCH_QUANTUM = 32
+TORCH_FOR_VIEWS = 1000  # crop views from which torch (if installed) reads a small run's other views: numpy takes about
+# 0.85 ms a crop view on 2 cores, torch's import 0.7 s (a mast cell tumour sends nearly every crop to seven more views)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class MastNet:
         import sys
 
         forward = self._forward
-        if (len(crops) >= TORCH_FROM or "torch" in sys.modules) and torch_runs_the_nets():
+        if (len(crops) >= TORCH_FROM or "torch" in sys.modules) and torch_runs_the_nets(self.precision):
             forward = self._forward_torch  # (torch already imported, by the nucleus finder say: no import to repay)
 
         def run(x):
@@ -89,11 +91,16 @@ class MastNet:
             return np.zeros(0, np.float32)
         z = run(crops)
         near = np.flatnonzero(np.abs(z - self.logit_shift) < VIEW_GATE) if self.views > 1 else []
-        if len(near):  # the other views of the crops near the decision point, one at a time (a copy of each view of a
-            # tile's crops at once held 100 MB more at the peak), and the mean of every view's logit
-            near_crops, total = crops[near], z[near].astype(np.float64)
-            for view in VIEWS[1:self.views]:
-                total += run(view(near_crops))
+        if forward == self._forward and len(near) * (self.views - 1) >= TORCH_FOR_VIEWS and torch_installed():
+            forward = self._forward_torch  # a small run's numpy nets, but views enough to repay torch's import
+        if len(near):  # the other views of the crops near the decision point, and the mean of every view's logit: a
+            # group of crops' views in one batch (a call per view cost a CRC tile 20 ms; a copy of every view of a
+            # tile's crops at once held 100 MB more at the peak)
+            per, total = max(1, batch // (self.views - 1)), z[near].astype(np.float64)
+            for i in range(0, len(near), per):
+                group = crops[near[i:i + per]]
+                views = np.concatenate([view(group) for view in VIEWS[1:self.views]])
+                total[i:i + per] += forward(views).reshape(self.views - 1, len(group)).sum(axis=0)
             z = z.copy()
             z[near] = total / self.views
         return z - self.logit_shift
@@ -199,10 +206,11 @@ def _view(flip_rows: bool, flip_cols: bool, transpose: bool):
 VIEWS = tuple(_view(*v) for v in ((False, False, False), (True, True, False), (True, False, False),
                                   (False, True, False), (False, False, True), (True, True, True), (True, False, True),
                                   (False, True, True)))
-VIEW_GATE = 4.0  # logits from the decision point inside which a crop's other views are read: farther, one view decides
-# every rule of the detector (the veto at P 0.07, the sheet rule's 0.1 and 0.2) lies within 2.6 of it. Measured on
-# bench/real_tissue.py --choose with eight views: every figure the same as reading all eight of every crop, with 15%
-# of a CRC tile's crops read eight times (a mast cell tumour's are nearly all near it; bench/train_mast_net.py).
+VIEW_GATE = 3.0  # logits from the decision point inside which a crop's other views are read: farther, one view decides
+# (every rule of the detector, the veto at P 0.07, the sheet rule's 0.1 and 0.2, lies within 2.6 of it). Measured on
+# bench/real_tissue.py --choose with eight views: a gate of 4 gave every figure of reading all eight views of every crop,
+# and 3 the same but for 0.001-0.01 (tb2 0.769 against 0.770), with 6% of a CRC tile's crops read eight times against
+# 15% (a mast cell tumour sends nearly all; bench/train_mast_net.py).
 DEFAULT_VIEWS = 8  # the detector's (``-O mast_net_views``)
 
 

@@ -15,7 +15,6 @@ predict.
 from __future__ import annotations
 
 import functools
-
 import json
 import math
 from dataclasses import dataclass, field

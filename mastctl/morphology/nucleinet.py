@@ -228,7 +228,7 @@ class NucleusNet:
         h, w = x.shape[1:]
         m = 8 if self.arch == "strided" else 4  # each side a multiple of the coarsest scale's step
         x = np.pad(x, ((0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
-        forward = self._forward_torch if torch_runs_the_nets() else self._forward
+        forward = self._forward_torch if torch_runs_the_nets(self.precision) else self._forward
         if not self.flips:
             return forward(x)[:h, :w]
         total = np.zeros(x.shape[1:], np.float32)  # the mean over the four flips (a nucleus has no up or left)
