@@ -60,7 +60,8 @@ def test_one_small_image_runs_without_loading_torch_and_finds_what_a_large_run_f
     assert _loaded_torch(alone.stderr) == (threads.net_precision(precision) == "bfloat16")
     big = tmp_path / "big.png"  # 3 x 3 copies of the tile: 1.3 megapixels, so torch runs the nets
     PILImage.fromarray(np.tile(np.asarray(PILImage.open(EXAMPLE).convert("RGB")), (3, 3, 1))).save(big)
-    both = run_mastctl("detect", EXAMPLE, big, "--all-cells", *option, "--format", "csv", "-o", tmp_path / "both", env=env)
+    both = run_mastctl("detect", EXAMPLE, big, "--all-cells", *option, "--format", "csv", "-o", tmp_path / "both",
+                       env=env)
     assert both.exit_code == 0, both.stderr
     assert _loaded_torch(both.stderr)
     a, b = _cells(tmp_path / "alone.csv"), _cells(tmp_path / "both" / f"{EXAMPLE.stem}.csv")
@@ -101,8 +102,9 @@ def test_a_small_run_of_tumour_loads_torch_for_the_crop_nets_views(tmp_path):
     PILImage.fromarray(np.concatenate([np.concatenate(tiles[:2], 1), np.concatenate(tiles[2:], 1)], 0)).save(sheet)
     loaded = {}
     for views in (1, 8):
-        r = run_mastctl("detect", sheet, "--mpp", "0.25", "-O", "net_precision=float32", "-O", f"mast_net_views={views}",
-                        "-o", tmp_path / f"v{views}.json", env={"PYTHONPROFILEIMPORTTIME": "1"})
+        r = run_mastctl("detect", sheet, "--mpp", "0.25", "-O", "net_precision=float32",
+                        "-O", f"mast_net_views={views}", "-o", tmp_path / f"v{views}.json",
+                        env={"PYTHONPROFILEIMPORTTIME": "1"})
         assert r.exit_code == 0, r.stderr
         loaded[views] = _loaded_torch(r.stderr)
     assert loaded == {1: False, 8: True}

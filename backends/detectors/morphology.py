@@ -156,7 +156,9 @@ class MorphologyDetector:
 
         from mastctl.threads import blas_for_the_nets
 
-        return nullcontext() if self.nuclei_net is None and self.mast_net is None else blas_for_the_nets(self.options.net_precision)
+        if self.nuclei_net is None and self.mast_net is None:
+            return nullcontext()
+        return blas_for_the_nets(self.options.net_precision)
 
     def _detect(self, image: Image, mpp: float) -> Detections:
         import time

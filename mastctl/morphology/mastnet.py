@@ -208,9 +208,9 @@ VIEWS = tuple(_view(*v) for v in ((False, False, False), (True, True, False), (T
                                   (False, True, True)))
 VIEW_GATE = 3.0  # logits from the decision point inside which a crop's other views are read: farther, one view decides
 # (every rule of the detector, the veto at P 0.07, the sheet rule's 0.1 and 0.2, lies within 2.6 of it). Measured on
-# bench/real_tissue.py --choose with eight views: a gate of 4 gave every figure of reading all eight views of every crop,
-# and 3 the same but for 0.001-0.01 (tb2 0.769 against 0.770), with 6% of a CRC tile's crops read eight times against
-# 15% (a mast cell tumour sends nearly all; bench/train_mast_net.py).
+# bench/real_tissue.py --choose with eight views: a gate of 4 gave every figure of reading all eight views of every
+# crop, and 3 the same but for 0.001-0.01 (tb2 0.769 against 0.770), with 6% of a CRC tile's crops read eight times
+# against 15% (a mast cell tumour sends nearly all; bench/train_mast_net.py).
 DEFAULT_VIEWS = 8  # the detector's (``-O mast_net_views``)
 
 
