@@ -65,13 +65,7 @@ class Layers:
         return um / self.mpp
 
     def window(self, x: float, y: float, r_um: float):
-        r = int(math.ceil(self.px(r_um))) + 2
-        x0, y0 = max(int(x) - r, 0), max(int(y) - r, 0)
-        x1, y1 = min(int(x) + r + 1, self.n), min(int(y) + r + 1, self.n)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        return (slice(y0, y1), slice(x0, x1)), (xx + 0.5 - x) * self.mpp, (yy + 0.5 - y) * self.mpp  # um offsets
+        return rendered_tiles.window(x, y, r_um, self.mpp, self.n)  # (rows, cols), um offsets x, y
 
 
 def polar_shape(rng, a_um: float, b_um: float, roughness: float):
@@ -386,13 +380,8 @@ class OtherRenderer:
         return rgb, rendered_tiles.inside(self.cells, self.size)
 
 
-def render(seed, size: int = 512, mpp: float = 0.5):
-    """(H x W x 3 uint8 H&E, true cells as dicts of x, y, label, kind) of the tile drawn from ``seed``."""
-    return OtherRenderer(seed, size, mpp).render()
-
-
-stem = rendered_tiles.stems("other")
-generate = rendered_tiles.generator(render, stem, "other-renderer")
+# render(seed, size=512, mpp=0.5) -> (H&E, true cells); stem(seed, index); generate(out, tiles, ...)
+render, stem, generate = rendered_tiles.wiring(OtherRenderer, "other")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 def write_tiles(out: Path, tiles: int, seed: int, size: int, mpp: float, draw, name, style: str) -> Path:
@@ -29,6 +30,20 @@ def write_tiles(out: Path, tiles: int, seed: int, size: int, mpp: float, draw, n
 def inside(cells: list[dict], size: int) -> list[dict]:
     """The cells whose centre lies on a ``size`` x ``size`` tile (a renderer draws on a padded canvas)."""
     return [c for c in cells if 0 <= c["x"] < size and 0 <= c["y"] < size]
+
+
+def window(x: float, y: float, r_um: float, mpp: float, n: int):
+    """The pixels of an n x n canvas within ``r_um`` (and 2 px) of (x, y), cut to the canvas: (rows, cols) slices and
+    each pixel's centre offset from (x, y) in um (x, then y); None where nothing of it is on the canvas."""
+    import numpy as np
+
+    r = int(math.ceil(r_um / mpp)) + 2
+    x0, y0 = max(int(x) - r, 0), max(int(y) - r, 0)
+    x1, y1 = min(int(x) + r + 1, n), min(int(y) + r + 1, n)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    return (slice(y0, y1), slice(x0, x1)), (xx + 0.5 - x) * mpp, (yy + 0.5 - y) * mpp
 
 
 def jpeg(rgb, quality: int):
@@ -58,6 +73,17 @@ def generator(draw, name, style: str):
         return write_tiles(out, tiles, seed, size, mpp, draw, name, style)
 
     return generate
+
+
+def wiring(renderer, prefix: str):
+    """A renderer module's ``render(seed, size=512, mpp=0.5)`` (an H x W x 3 uint8 H&E tile and its true cells as dicts
+    of x, y, label, kind, ...; ``renderer(seed, size, mpp).render()``), its file ``stem`` (``stems``) and its
+    ``generate`` (``generator``, style ``{prefix}-renderer``)."""
+    def render(seed, size: int = 512, mpp: float = 0.5):
+        return renderer(seed, size, mpp).render()
+
+    stem = stems(prefix)
+    return render, stem, generator(render, stem, f"{prefix}-renderer")
 
 
 def main(generate, doc: str) -> int:
