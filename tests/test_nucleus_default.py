@@ -252,6 +252,28 @@ def test_a_half_believed_cell_in_a_sheet_of_believed_ones_is_a_mast_cell():
     assert not sheet_calls(cells, 1.0, t, SheetRule(neighbours=0.4))[0].is_mast_cell
 
 
+def test_a_sheet_split_between_sure_and_unasked_neighbours_is_doubtful_without_a_warning():
+    """Four neighbours, two mast calls (+inf) and two the net was not asked about (-inf): np.median gave NaN there
+    (a RuntimeWarning on the user's stderr, seen on a turned ccMCT crop); the median is doubtful and nobody is
+    promoted. An odd count, or a finite middle pair, reads as the median always did."""
+    import warnings
+
+    from mastctl.cells import Cell
+    from mastctl.morphology import _median_logit, net_on_scale, sheet_calls
+
+    t = 0.3
+    doubtful = Cell(20, 20, "other", None, 0.5, {"p_mast_net": float(net_on_scale([0.15], t)[0])})
+    sure = [Cell(30, 20, "mast_cell", "explicit", 0.9), Cell(10, 20, "mast_cell", "explicit", 0.9)]
+    unasked = [Cell(20, 30, "other", None, 0.5), Cell(20, 10, "other", None, 0.5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = sheet_calls([doubtful, *sure, *unasked], 1.0, t)
+    assert out[0].label == "other"
+    assert _median_logit(np.array([np.inf, -np.inf, np.inf])) == np.inf
+    assert _median_logit(np.array([np.inf, -1.0, 2.0, -np.inf])) == pytest.approx(0.5)
+    assert _median_logit(np.array([-np.inf, -np.inf, 2.0, 0.0])) == -np.inf
+
+
 @pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")
 def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
     """ccMCT tb2 sheets (the choose set) gain mast calls from the sheet rule; CRC epithelium gains none."""

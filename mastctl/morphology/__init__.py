@@ -336,13 +336,26 @@ def sheet_calls(cells: list[Cell], um_per_px: float, threshold: float, rule: She
     out = list(cells)
     for row, i in enumerate(candidates):
         near = [j for dd, j in zip(d[row], idx[row], strict=True) if np.isfinite(dd) and j != i][: rule.k]
-        zn = float(np.median(z[near])) if len(near) >= rule.min_neighbours else -np.inf
+        zn = _median_logit(z[near]) if len(near) >= rule.min_neighbours else -np.inf
         if zn >= neighbours_bound:
             c = cells[i]
             out[i] = Cell(c.x, c.y, "mast_cell", None, float(threshold),
                           {**c.features, "p_explicit": threshold / 2, "p_implicit": threshold / 2,
                            "sheet_neighbours_p": float(_sigmoid(zn))})
     return out
+
+
+def _median_logit(z: np.ndarray) -> float:
+    """The median of logits that may be infinite (a mast call: +inf; a cell the net was not asked about: -inf). Where
+    the two middle values of an even count are a sure and a doubtful neighbour (+inf and -inf), the median is doubtful
+    (-inf): the sheet is not taken as shown. (``np.median`` gave NaN there, with a RuntimeWarning on stderr, and NaN
+    never reached the bound: the same calls.)"""
+    s = np.sort(np.asarray(z, np.float64))
+    n = len(s)
+    if n % 2:
+        return float(s[n // 2])
+    lo, hi = s[n // 2 - 1], s[n // 2]
+    return float(-np.inf if np.isneginf(lo) and np.isposinf(hi) else (lo + hi) / 2)
 
 
 def net_on_scale(p_net: np.ndarray, threshold: float | None) -> np.ndarray:
