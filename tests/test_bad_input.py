@@ -83,6 +83,19 @@ def test_a_one_pixel_image_is_an_input_error(cli, ws):
     assert r.exit_code == 3 and "too small to hold a cell" in one_line_error(r)
 
 
+def test_a_greyscale_image_is_an_input_error_for_the_stain_reading_detector(cli, ws):
+    """A greyscale H&E holds no stain colours: the default detector called a fifth of a greyscale CRC tile's cells
+    mast cells. It refuses it (and goes on with the other images); a blank tile and the nucleus baseline are fine."""
+    tile = np.asarray(Image.open(ws / "tile.png").convert("RGB"))
+    Image.fromarray(tile).convert("L").save(ws / "grey.png")
+    Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(ws / "blank.png")
+    r = cli("detect", "grey.png", "tile.png", "blank.png", "-o", "out/", "--format", "csv")
+    assert r.exit_code == 3 and "grey.png: a greyscale image" in one_line_error(r)
+    assert (ws / "out" / "tile.csv").exists() and (ws / "out" / "blank.csv").exists()
+    assert not (ws / "out" / "grey.csv").exists()
+    assert cli("detect", "grey.png", "--backend", "log", "-o", "log.csv").exit_code == 0
+
+
 # --------------------------------------------------------------------------- decompression bombs on every path
 
 

@@ -147,6 +147,9 @@ class MorphologyDetector:
         if mpp > MAX_MPP:
             raise InputError(f"{image.path}: {mpp:g} um/px is too coarse to see cells (nuclei would be under "
                              f"{7 / mpp:.1f} px); the morphology detector needs {MAX_MPP:g} um/px or finer (10x or more)")
+        if _colourless(image.pixels):
+            raise InputError(f"{image.path}: a greyscale image (no pixel has any colour): the morphology detector reads "
+                             "hematoxylin and eosin from colour, so it cannot tell mast cells in it; give it the H&E in colour")
         with self._threads():
             return self._detect(image, mpp)
 
@@ -191,3 +194,16 @@ class MorphologyDetector:
                          net_veto_explicit=o.net_veto_explicit)
         t2 = time.perf_counter()
         return Detections(image=image.info, backend=self.name, cells=cells, timing_s={"nuclei_features": t1 - t0, "classify": t2 - t1})
+
+
+def _colourless(pixels) -> bool:
+    """Whether every pixel is grey (R = G = B) and the image shows something darker than glass: a greyscale picture, in
+    which the stains cannot be told apart (the detector called a fifth of a greyscale CRC tile's cells mast cells). A
+    blank or flat tile (white, black, one grey) is not refused: it has no cells either way."""
+    import numpy as np
+
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        return True
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return bool(np.array_equal(r, g) and np.array_equal(g, b) and r.min() < 220 and int(r.max()) - int(r.min()) >= 32)
+
