@@ -24,6 +24,9 @@ Weak labels nobody on the team drew (../shared/data, see its README):
 4. With ``--choose``, normal skin: the bottom half of ``wsi/cmu_small_region.svs`` (epidermis and dermis,
    no tumour), the share of its cells called mast. A normal dermis holds a few real mast cells (tens to a
    hundred per mm^2): a CHOOSE set (the crop net's threshold rule reads it; its top half may be trained on).
+5. With ``--choose``, JPEG: that skin half and the CRC threshold images (every fifth of each half, which the crop net
+   never trains on) as PNG and saved as JPEG of quality 90 and 70, the mast calls of each: a scanner's JPEG should not
+   change a count (a CHOOSE line; bench/train_mast_net.py).
 
 Any backend and options:
 
@@ -118,6 +121,55 @@ def normal_skin(backend: str, options: dict) -> dict:
     cells = registry.create("detector", backend, Profile(), **options).detect(bottom).cells
     mast = sum(c.is_mast_cell for c in cells)
     return {"cells": len(cells), "mast": mast, "mast_fraction": mast / max(1, len(cells))}
+
+
+JPEG_QUALITIES = (90, 70)  # the JPEG choose line: a scanner's usual quality, and a low one
+
+
+def saved_as_jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """``pixels`` as a JPEG of ``quality`` (Pillow's defaults: 4:2:0 chroma) reads them back."""
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(pixels[:, :, :3])).save(buffer, "JPEG", quality=quality)
+    return np.asarray(PILImage.open(buffer).convert("RGB"))
+
+
+def is_threshold_image(j: int) -> bool:
+    """Whether the ``j``-th image of a CRC half is one of the threshold's: every fifth, which bench/train_mast_net.py
+    keeps out of training for its threshold rule."""
+    return j % 5 == 4
+
+
+def crc_threshold_images() -> list[Path]:
+    """The threshold's CRC images (``is_threshold_image``) of both halves."""
+    _, halves = crc_halves()
+    return [p for half in halves for j, p in enumerate(half) if is_threshold_image(j)]
+
+
+def jpeg_choose(backend: str, options: dict) -> dict:
+    """What a scanner's JPEG does to the calls where there are next to no mast cells: the skin's choose half (its mast
+    calls) and the CRC threshold images (the share of their cells called mast), as PNG and saved at
+    ``JPEG_QUALITIES``. A CHOOSE line (--choose): the shipped crop net reads a JPEG copy as more mast-like
+    (bench/train_mast_net.py)."""
+    from mastctl import imaging
+
+    detector = registry.create("detector", backend, Profile(), **options)
+    skin, crc_images = skin_choose_half(), [imaging.load(p, mpp=CRC_MPP) for p in crc_threshold_images()]
+    if skin is None or not crc_images:
+        return {"skipped": "needs wsi/cmu_small_region.svs and crc_nuclei/ in ../shared/data"}
+    out: dict = {"qualities": ["png", *JPEG_QUALITIES], "skin_mast": [], "crc_mast_fraction": []}
+    for quality in (None, *JPEG_QUALITIES):
+        def read(image):
+            pixels = image.pixels if quality is None else saved_as_jpeg(image.pixels, quality)
+            return detector.detect(imaging.Image(pixels, image.path, image.mpp)).cells
+
+        out["skin_mast"].append(sum(c.is_mast_cell for c in read(skin)))
+        cells = [c for image in crc_images for c in read(image)]
+        out["crc_mast_fraction"].append(sum(c.is_mast_cell for c in cells) / max(1, len(cells)))
+    return out
 
 
 def crc(backend: str, options: dict, folds: dict[str, list[str]] | None = None) -> dict:
@@ -256,6 +308,12 @@ def main() -> int:
         if "skipped" not in r:
             print(f"normal skin (choose)         mast fraction {r['mast_fraction']:.3f} ({r['mast']} of {r['cells']} cells; "
                   f"a normal dermis: a few percent at most)")
+        out["jpeg_choose"] = r = jpeg_choose(backend, options)
+        if "skipped" not in r:
+            print("JPEG (choose)                skin mast calls " + " / ".join(str(n) for n in r["skin_mast"])
+                  + ", CRC threshold images' cells called mast "
+                  + " / ".join(f"{v:.2%}" for v in r["crc_mast_fraction"])
+                  + f" (PNG / saved as JPEG of quality {' / '.join(map(str, JPEG_QUALITIES))})")
     out["crc"] = r = crc(backend, options, folds)
     if "skipped" in r:
         print(f"CRC                          skipped: {r['skipped']}")

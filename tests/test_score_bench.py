@@ -144,3 +144,32 @@ def test_the_memory_line_reads_the_peak_of_a_fresh_process_tile_by_tile(monkeypa
     assert score.growth_per_tile({1: 300.0}) == 0.0
     monkeypatch.setattr(score, "Path", lambda p: tmp_path / "no-proc" / str(p).lstrip("/"))  # not Linux: no /proc
     assert "skipped" in score.memory(paths, "morphology", {})
+
+
+def test_real_tissue_jpeg_line_reads_each_image_as_png_and_as_saved_by_a_scanner(monkeypatch, tmp_path):
+    """--choose's JPEG line: the skin's choose half and the CRC threshold images as PNG and saved as JPEG of quality 90
+    and 70; a detector that calls a mast cell wherever the pixels are not the file's own shows the copies are read."""
+    import numpy as np
+
+    from mastctl import imaging
+
+    rt = _bench_module(monkeypatch, "real_tissue")
+    tile = np.asarray(imaging.load(_synthetic_tiles(tmp_path, 1, 96)[0]).pixels)
+    copy = rt.saved_as_jpeg(tile, 70)
+    assert copy.shape == tile.shape and copy.dtype == np.uint8 and 0 < np.abs(copy.astype(int) - tile).mean() < 8
+    originals = {"skin": tile, "crc": tile[::-1].copy()}
+
+    class Detector:
+        def detect(self, image):
+            jpeg = not np.array_equal(image.pixels, originals[image.path])
+            cells = [SimpleNamespace(is_mast_cell=False)] * 3 + [SimpleNamespace(is_mast_cell=jpeg)]
+            return SimpleNamespace(cells=cells)
+
+    monkeypatch.setattr(rt, "skin_choose_half", lambda: imaging.Image(originals["skin"], "skin", 0.5))
+    monkeypatch.setattr(rt, "crc_threshold_images", lambda: ["crc"])
+    monkeypatch.setattr(imaging, "load", lambda p, mpp=None: imaging.Image(originals[str(p)], str(p), mpp))
+    monkeypatch.setattr(rt.registry, "create", lambda *a, **k: Detector())
+    r = rt.jpeg_choose("morphology", {})
+    assert r["qualities"] == ["png", 90, 70] and r["skin_mast"] == [0, 1, 1]
+    assert r["crc_mast_fraction"] == [0.0, 0.25, 0.25]
+    assert [rt.is_threshold_image(j) for j in range(10)] == [False] * 4 + [True] + [False] * 4 + [True]
