@@ -244,7 +244,11 @@ Declared before: shipped if the choose sets held within the seeds' spread and th
 JPEG fell. The choose sets held (tb2 +0.03, washed +0.004, the second renderer -0.017, the skin as PNG 3 calls more),
 and the skin's calls under JPEG fell by a third (44 -> 28 at q70), but the CRC images' under JPEG did not (0.24% ->
 0.27% at q90): the net still reads a JPEG copy as more mast-like, only less so. Not shipped; the README says what JPEG
-does to a count.
+does to a count. Most of the shift is the chroma subsampling, not the compression: on those CRC nuclei the shipped net's
+logits gain 0.57 from a quality-70 copy with Pillow's 4:2:0 chroma and 0.13 with full chroma (4:4:4), 0.40 and 0.04
+at quality 90: colour at half resolution spreads a nucleus's hematoxylin over the cytoplasm around it. A lead not
+yet tried: the net trained and read on maps split from every image with its chroma at half resolution, so that a
+PNG and a scanner's JPEG reach it alike.
 
 The earlier choices, made with the image basis: measured on the
 choose sets only (tb2, CRC threshold images, synthetic dev seed 8000 in the training styles and in a
