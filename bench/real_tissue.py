@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import time
@@ -99,9 +100,10 @@ def ccmct(backend: str, options: dict, pattern: str) -> dict:
             "per_crop_mast_fraction": per_crop}
 
 
+@functools.cache
 def skin_choose_half():
     """The bottom half of ``SKIN`` as an image (None where the slide is absent): the CHOOSE half (the top half may
-    be trained on, by bench/train_mast_net.py)."""
+    be trained on, by bench/train_mast_net.py). Read once (the skin and JPEG lines both read it)."""
     from mastctl import imaging
 
     if not SKIN.exists():

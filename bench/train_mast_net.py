@@ -331,27 +331,16 @@ def crops(maps: np.ndarray, mpp: float, xy: np.ndarray) -> np.ndarray:
     return stain_crops(maps, mpp, xy, size=CROP_PX + 2 * MARGIN).astype(np.float16)
 
 
-def jpeg_copy(pixels: np.ndarray, key: str) -> np.ndarray | None:
-    """With ``REAL_JPEG``, ``pixels`` saved as JPEG at a quality drawn for ``key`` (an image's name: the same every run)
-    from that range and read back; else None."""
-    if REAL_JPEG is None:
-        return None
+def jpeg_crops(pixels: np.ndarray, key: str, mpp: float, xy: np.ndarray) -> np.ndarray:
+    """The crops at ``xy`` (working pixels of ``pixels`` split at ``mpp``) of a copy of the image saved as JPEG at a
+    quality drawn from ``REAL_JPEG`` for ``key`` (an image's name: the same every run); the copy has the image's size,
+    so it splits to the same working pixels."""
     import zlib
 
     from real_tissue import saved_as_jpeg  # bench/ is the script's folder
 
     quality = int(np.random.default_rng([77, zlib.crc32(key.encode())]).integers(REAL_JPEG[0], REAL_JPEG[1] + 1))
-    return saved_as_jpeg(pixels, quality)
-
-
-def jpeg_crops(pixels: np.ndarray, key: str, mpp: float, xy: np.ndarray, stained) -> np.ndarray | None:
-    """The crops at ``xy`` (working pixels of ``stained``, ``pixels`` split at ``mpp``) of the image's JPEG copy
-    (``jpeg_copy``), split with the same working scale; None without ``REAL_JPEG``."""
-    copy = jpeg_copy(pixels, key)
-    if copy is None:
-        return None
-    st = stain_mod.separate(copy, mpp)
-    assert st.h.shape == stained.h.shape
+    st = stain_mod.separate(saved_as_jpeg(pixels, quality), mpp)
     return crops(maps_of(st), st.mpp, xy)
 
 
@@ -523,12 +512,12 @@ def ccmct_set(patterns: tuple[str, ...], scales=CCMCT_SCALES, negatives: float =
             positive = [a.nuclei.xy[keep]] + ([found_near(a, a.nuclei.xy[keep])] if found is not None else [])
             X.extend(crops(maps, a.stained.mpp, xy) for xy in positive)
             if jpeg:
-                X.extend(jpeg_crops(pixels, f"{f}@{mpp}", mpp, xy, a.stained) for xy in positive)
+                X.extend(jpeg_crops(pixels, f"{f}@{mpp}", mpp, xy) for xy in positive)
             if negatives > 0:
                 other = ~ink[r, c] & ((a.X[:, 0] <= np.quantile(a.X[:, 0], negatives)) | (a.X[:, 1] >= SPINDLE))
                 N.append(crops(maps, a.stained.mpp, a.nuclei.xy[other]))
                 if jpeg:
-                    N.append(jpeg_crops(pixels, f"{f}@{mpp}", mpp, a.nuclei.xy[other], a.stained))
+                    N.append(jpeg_crops(pixels, f"{f}@{mpp}", mpp, a.nuclei.xy[other]))
     X = np.concatenate(X + N)
     y = np.zeros(len(X), np.int8)
     y[: len(X) - sum(len(n) for n in N)] = 1
@@ -550,7 +539,8 @@ def crc_set() -> dict:
     X, half, inner, held_images = [], [], [], []
     for k, paths in enumerate(halves):
         for j, p in enumerate(paths):
-            a = analyse(imaging.load(p, mpp=0.55).pixels, 0.55)
+            pixels = imaging.load(p, mpp=0.55).pixels
+            a = analyse(pixels, 0.55)
             st = a.stained
             held = is_threshold_image(j)  # every fifth image of a half: the threshold's, not trained on
             if held:  # what the detector makes of it, for the threshold
@@ -558,11 +548,10 @@ def crc_set() -> dict:
             marked = np.array(truth.get(p.stem, []), np.float64).reshape(-1, 2) / st.factor
             # the marked centres, and every region the detector's own nucleus finder takes for a nucleus
             # (fragments, stroma, off-centre seeds): what the net is asked about at run time
-            pixels = None if held or REAL_JPEG is None else imaging.load(p, mpp=0.55).pixels
             for xy in (marked, a.nuclei.xy):
                 cut = [crops(maps_of(st), st.mpp, xy)]
-                if pixels is not None:  # a JPEG copy of a training image (--real-jpeg): the same cells, as scanned
-                    cut.append(jpeg_crops(pixels, p.stem, 0.55, xy, st))
+                if REAL_JPEG is not None and not held:  # a JPEG copy of a training image: the same cells, as scanned
+                    cut.append(jpeg_crops(pixels, p.stem, 0.55, xy))
                 for c in cut:
                     X.append(c)
                     half.append(np.full(len(xy), k))
@@ -691,10 +680,9 @@ def other_he_set(skin: bool = True) -> dict:
             xy = a.nuclei.xy if a.found is None else np.concatenate([a.nuclei.xy, a.found])
             X.append(crops(maps_of(a.stained), a.stained.mpp, xy))
             choose.append(np.full(len(X[-1]), held))
-            if not held and (copy := jpeg_crops(np.ascontiguousarray(part), f"{path.name}@{split}", image.mpp, xy,
-                                                a.stained)) is not None:
-                X.append(copy)
-                choose.append(np.full(len(copy), False))
+            if REAL_JPEG is not None and not held:
+                X.append(jpeg_crops(part, f"{path.name}@{split}", image.mpp, xy))
+                choose.append(np.full(len(xy), False))
     skin_image = skin_choose_half() if skin else None  # the whole detector is run on it (the threshold)
     if not X:
         return {"X": np.zeros((0, 3, CROP_PX + 2 * MARGIN, CROP_PX + 2 * MARGIN), np.float16), "y": np.zeros(0, np.int8),
