@@ -85,6 +85,53 @@ def test_a_colour_cast_is_taken_out_of_what_the_net_reads():
     assert abs(calls[0] - calls[1]) <= max(1, calls[0] // 5), calls
 
 
+def _jpeg(pixels: np.ndarray, quality: int, subsampling: int) -> np.ndarray:
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, "JPEG", quality=quality, subsampling=subsampling)
+    return np.asarray(PILImage.open(buffer).convert("RGB"))
+
+
+def test_a_net_that_blurs_colour_reads_a_png_and_a_scanners_jpeg_alike():
+    # JPEG's 4:2:0 (most scanners' and Pillow's default) keeps colour at half resolution; the same quality at 4:4:4
+    # differs from it by that (and by how its colour blocks are quantised). Blurring the maps' colour closes part of the
+    # gap (about 0.03 -> 0.02 on the hematoxylin and eosin maps; the rest is blocks of 8-16 px and the residual's noise)
+    tile = synth.render_tile(6, synth.SynthOptions(size=256, mpp=0.5))
+    half, full = (stain.net_input(stain.separate(_jpeg(tile.he, 90, s), 0.5), "reference") for s in (2, 0))
+    sigma = stain.CHROMA_UM / 0.5
+    raw = np.abs(half - full).mean(axis=(1, 2))
+    blurred = np.abs(stain.chroma_blurred(half, sigma) - stain.chroma_blurred(full, sigma)).mean(axis=(1, 2))
+    assert np.all(blurred[:2] < 0.8 * raw[:2]) and blurred[2] < raw[2], (raw, blurred)
+    # a tiny blur changes nothing but saturated pixels; crops in a batch are blurred one by one
+    plain = stain.net_input(stain.separate(tile.he, 0.5), "reference")
+    assert np.abs(stain.chroma_blurred(plain, 1e-6) - plain).mean() < 1e-4
+    batch = np.stack([plain[:, :48, :48], plain[:, 100:148, 60:108]])
+    assert np.allclose(stain.chroma_blurred(batch, sigma)[1], stain.chroma_blurred(batch[1], sigma), atol=1e-5)
+    # grey (no colour at all) is left as it is: only colour differences are blurred
+    grey = np.full((64, 64, 3), 200, np.uint8)
+    grey[20:40, 20:40] = 60
+    maps = stain.net_input(stain.separate(grey, 0.5, (stains.unit(stains.HEMATOXYLIN), stains.unit(stains.EOSIN))),
+                           "reference")
+    assert np.allclose(stain.chroma_blurred(maps, sigma), maps, atol=1e-3)
+
+
+def test_a_nets_colour_blur_is_in_its_file_and_in_what_it_reads(tmp_path):
+    from mastctl.morphology.mastnet import MastNet, default_net
+
+    net = default_net()
+    st = stain.separate(synth.render_tile(6, synth.SynthOptions(size=128, mpp=0.5)).he, 0.5)
+    net.chroma_um = 0.5
+    assert np.allclose(net.maps(st), stain.chroma_blurred(stain.net_input(st, "reference"), 1.0), atol=1e-6)
+    again = MastNet.load(net.save(tmp_path / "net.npz"))
+    assert again.chroma_um == 0.5 and np.allclose(again.maps(st), net.maps(st))
+    net.basis = "image"
+    with pytest.raises(InputError, match="colour"):
+        MastNet.load(net.save(tmp_path / "bad.npz"))
+
+
 def test_a_slide_measures_its_cast_once_and_every_tile_is_read_with_it():
     from mastctl.morphology import calibrate
     from mastctl.morphology.mastnet import default_net

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mastctl.errors import InputError
-from mastctl.morphology.stain import BASES, net_input
+from mastctl.morphology.stain import BASES, chroma_blurred, net_input
 from mastctl.threads import net_precision, torch_installed, torch_runs_the_nets
 
 SCHEMA = "mastctl/mast-net@1"
@@ -58,6 +58,7 @@ class MastNet:
     basis: str = "image"  # one of BASES: the stain vectors the net reads the image through (``maps``)
     precision: str = "float32"  # what torch computes the convolutions in: threads.NET_PRECISIONS (the detector: auto)
     views: int = 1  # the mean logit over this many of the crop's turns and flips (VIEWS) near the decision point
+    chroma_um: float = 0.0  # colour detail finer than this (a Gaussian's sigma, um) blurred first (``maps``); 0: none
     _torch_weights: list | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ inference
@@ -65,7 +66,8 @@ class MastNet:
     def maps(self, st, cast=None) -> np.ndarray:
         """(3, H, W) maps of a :class:`~mastctl.morphology.stain.Stained` image as this net reads them (``cast``: a colour
         cast fixed for a whole slide, optical density per RGB channel; None: the image's own)."""
-        return net_input(st, self.basis, cast)
+        maps = net_input(st, self.basis, cast)
+        return chroma_blurred(maps, self.chroma_um / st.mpp) if self.chroma_um > 0 else maps
 
     def logits(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
         """Mast logits (minus the decision shift) of (N, 3, 40, 40) float32 crops.
@@ -158,6 +160,8 @@ class MastNet:
         arrays.update({f"conv{i}_b": b for i, (_, b) in enumerate(self.convs)})
         header = {"schema": SCHEMA, "convs": len(self.convs), "pool_after": self.pool_after, "input_pool": self.input_pool,
                   "basis": self.basis, "logit_shift": self.logit_shift, "info": self.info}
+        if self.chroma_um > 0:  # (a net without it keeps the header older mastctl versions read)
+            header["chroma_um"] = self.chroma_um
         arrays.update(head_w=self.head_w, head_b=self.head_b,
                       header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
 
@@ -178,7 +182,7 @@ class MastNet:
                 convs = [(z[f"conv{i}_w"], z[f"conv{i}_b"]) for i in range(int(header["convs"]))]
                 net = cls(convs, [int(i) for i in header["pool_after"]], z["head_w"], z["head_b"],
                           float(header.get("logit_shift", 0.0)), header.get("info", {}), int(header.get("input_pool", 1)),
-                          str(header.get("basis", "image")))
+                          str(header.get("basis", "image")), chroma_um=float(header.get("chroma_um", 0.0)))
         except InputError:
             raise
         except FileNotFoundError:
@@ -187,6 +191,8 @@ class MastNet:
             raise InputError(f"{p}: not a readable mast-cell net ({type(exc).__name__}: {str(exc)[:200]})") from None
         if net.basis not in BASES:
             raise InputError(f"{p}: a mast-cell net reading an unknown stain basis {net.basis!r} (known: {', '.join(BASES)})")
+        if net.chroma_um > 0 and net.basis != "reference":
+            raise InputError(f"{p}: a mast-cell net blurring the colour of {net.basis!r} maps (only 'reference')")
         for w, b in net.convs:
             if w.ndim != 4 or w.shape[2:] != (3, 3) or b.shape != (w.shape[0],):
                 raise InputError(f"{p}: a damaged mast-cell net (convolution of shape {w.shape})")

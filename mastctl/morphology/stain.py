@@ -133,6 +133,38 @@ def net_input(st: Stained, basis: str, cast=None) -> np.ndarray:
     return stain_input(in_basis(without_cast(st, cast), stains.REFERENCE_HE))
 
 
+# Colour detail finer than this (um) is not read by a net with ``chroma_um`` (``chroma_blurred``): most scanners save
+# JPEG with its colour at half resolution (4:2:0), which spreads a nucleus's hematoxylin over the cytoplasm around it,
+# the purple of a mast cell's granules, while a lossless image keeps it sharp.
+CHROMA_UM = 0.5
+
+
+def chroma_blurred(maps: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Reference-basis maps (``net_input``'s, (..., 3, H, W)) with their colour blurred by a Gaussian of ``sigma_px``
+    and their brightness kept: the concentrations back to light through the reference vectors, its two colour
+    differences (JPEG's Cb and Cr, up to scale) blurred, and split again. A PNG and a JPEG of the same slide, whose
+    chroma the JPEG had already halved, then reach a net alike. Clipped as ``stain_input`` clips."""
+    from scipy import ndimage as ndi
+
+    m = stains.stain_matrix(*stains.REFERENCE_HE)
+    inverse = np.linalg.inv(m)
+    c = np.asarray(maps, np.float32)
+    h, e, r = c[..., 0, :, :], c[..., 1, :, :], c[..., 2, :, :]
+    # RGB transmission (pixel / 255, as od_lut's natural-log optical density reads it), plane by plane
+    red, green, blue = (np.exp(-(h * np.float32(m[0, k]) + e * np.float32(m[1, k]) + r * np.float32(m[2, k])))
+                        for k in range(3))
+    y = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
+    sigma = (0,) * (y.ndim - 2) + (sigma_px, sigma_px)
+    red = y + ndi.gaussian_filter(red - y, sigma, mode="nearest")
+    blue = y + ndi.gaussian_filter(blue - y, sigma, mode="nearest")
+    green = (y - np.float32(0.299) * red - np.float32(0.114) * blue) / np.float32(0.587)
+    floor = np.float32(np.exp(-6.0))
+    od = [-np.log(np.maximum(plane, floor)) for plane in (red, green, blue)]
+    h, e, r = (od[0] * np.float32(inverse[0, j]) + od[1] * np.float32(inverse[1, j]) + od[2] * np.float32(inverse[2, j])
+               for j in range(3))
+    return np.stack([np.clip(h, -0.2, 3.0), np.clip(e, -0.2, 3.0), np.clip(r, -1.0, 1.0)], -3)
+
+
 def optical_density(st: Stained) -> np.ndarray:
     """(3, H, W) float32: the image's absorption (optical density per RGB channel) at the working scale, whatever
     vectors ``st`` was separated with (exact: OD = C @ M), clipped to its useful range."""
