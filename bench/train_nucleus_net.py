@@ -107,6 +107,14 @@ shipped one's): the map of a CRC tile (as ``bench/score.py`` times it: assumed 0
 detector has run, fastest of 4) 5.5 ms against 10.4 for the shipped finder, its peaks 4.2 ms either way, each fold fitted
 in 4 minutes; but ``bench/score.py``'s CRC two-fold nucleus F1 0.772
 (P 0.739, R 0.808) against the shipped recipe's 0.800, the issue's bound. Not fitted further.
+Where the two-fold figure's last thousandth is lost (2026-12-07, a new stop; the stop-48 fold finders): the detector's
+cells are the finder's peaks (fold 0 0.8182 / peaks 0.8181, fold 1 0.7801 / 0.7801), so it is the finder's. Refining
+each peak to the weighted centre of its map (1-3 px windows) moved nothing (0.8179 / 0.7786-0.7799): not a matter of
+where a peak sits. On the inner out-of-fold maps (the four inner fits rebuilt, reproducing the recorded 0.7671 /
+0.7794 exactly), a wider peak separation (``MIN_PEAK_UM`` 3.5-4.5 against 2.5) gave 0.7675 / 0.7793 (no double
+peaks to remove), and a threshold grid of 0.01 would take 0.22 / 0.21 for 0.25 / 0.2 (inner F1 0.7685 / 0.7807): on the
+scored halves that is no gain either way. None was made a rule; fold 1's false peaks lie mostly on nuclei the CRC
+points leave unmarked (an overlay of img42).
 
     python bench/train_nucleus_net.py [--out mastctl/morphology/nucleus_net.safetensors] [--two-fold DIR] [--skip-shipped]
 
