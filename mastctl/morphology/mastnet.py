@@ -7,7 +7,8 @@ the crop to 1 um/px, ``input_pool``) reads the hematoxylin, eosin and residual c
 through fixed stain vectors once the image's colour cast is taken out (``basis = "reference"``,
 ``MastNet.maps``); nets before 2026-12-05 read the image's own Macenko vectors (``"image"``), whose
 estimate jumps with what a crop holds (``BASES``). The detector takes it as a second opinion beside the criteria model (``classify``). It is trained by ``bench/train_mast_net.py`` on synthetic tiles of the
-training styles, tiles of a second renderer (``bench/other_renderer.py``, since 2026-12-07) *and* real tissue (ccMCT
+training styles, tiles of a second and a fourth renderer (``bench/other_renderer.py``, ``bench/fourth_renderer.py``,
+since 2026-12-07) *and* real tissue (ccMCT
 tumour sheets as weak positives, CRC nuclei as negatives),
 because the criteria features alone learned the renderer (see the README). Inference needs numpy only;
 torch, where installed, runs the same arithmetic faster (``MastNet.logits``). Weights are an ``.npz`` of plain arrays (never pickle) with a JSON header.
