@@ -215,7 +215,8 @@ CRC fold nets (``--two-fold``); ``python bench/train_mast_net.py --finder /tmp/o
 Read after the choice (REPORT sets; the runs above printed them, not looked at until the net shipped): the third
 renderer 0.882 / 0.868 / 0.848 against 0.876 / 0.904 / 0.869 (means 0.866 / 0.883), faded 0.786 / 0.730 / 0.718 against
 0.773 / 0.796 / 0.763 (0.745 / 0.777), ccMCT vb0 0.754 / 0.684 / 0.690 against 0.860 / 0.587 / 0.771 (0.709 / 0.739):
-lower on the mean of every report set, inside the seeds' spread. Kept, as declared; a later recipe choice should weigh it.
+lower on the mean of every report set, inside the seeds' spread. Kept, as declared; a later recipe choice should weigh
+it.
 Turns and flips at run time (2026-12-07, later; shipped): the net was trained on every turn and flip of its crops,
 and the detector now reads a crop whose logit lies within 3 of the decision point in eight of them and takes the
 mean logit (``MastNet.views``, ``-O mast_net_views``). Decided on the choose sets with the shipped weights, each line
