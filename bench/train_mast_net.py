@@ -322,7 +322,7 @@ import numpy as np
 from mastctl import imaging, synth
 from mastctl.morphology import analyse, measure
 from mastctl.morphology import stain as stain_mod
-from mastctl.morphology.mastnet import BASES, CROP_PX, DEFAULT_VIEWS, MastNet, stain_crops
+from mastctl.morphology.mastnet import BASES, CROP_MPP, CROP_PX, DEFAULT_VIEWS, MastNet, stain_crops
 from mastctl.morphology.mastnet import centre as feature_centre
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,15 +364,15 @@ CHROMA_UM = 0.0  # --chroma-um: the net reads its maps with colour finer than th
 JPEG_QUALITY = (50, 90)  # --synthetic-jpeg: the qualities a training tile may be saved at (a scanner's JPEG: 70-90)
 
 
-def maps_of(st, basis: str | None = None) -> np.ndarray:
-    """The (3, H, W) maps the net reads, in ``basis`` (None: ``BASIS``)."""
-    return MastNet([], [], np.zeros((1, 1)), np.zeros(1), basis=basis or BASIS).maps(st)
+def maps_of(st, basis: str | None = None, chroma_um: float = 0.0) -> np.ndarray:
+    """The (3, H, W) maps the net reads, in ``basis`` (None: ``BASIS``); colour finer than ``chroma_um`` blurred."""
+    return MastNet([], [], np.zeros((1, 1)), np.zeros(1), basis=basis or BASIS, chroma_um=chroma_um).maps(st)
 
 
 def as_read(X: np.ndarray) -> np.ndarray:
     """48 px crops (``crops``) as the net reads them: their colour blurred (``CHROMA_UM``), the centre 40 px."""
     if CHROMA_UM > 0:
-        X = stain_mod.chroma_blurred(X.astype(np.float32), CHROMA_UM / 0.5)  # crops are at 0.5 um/px
+        X = stain_mod.chroma_blurred(X.astype(np.float32), CHROMA_UM / CROP_MPP)
     return centre(X)
 
 
@@ -627,7 +627,7 @@ def threshold_image(half: int, a, epithelial: np.ndarray) -> ThresholdImage:
     from mastctl.morphology import classify, default_model
 
     st = a.stained
-    maps = maps_of(st) if CHROMA_UM <= 0 else stain_mod.chroma_blurred(maps_of(st), CHROMA_UM / st.mpp)
+    maps = maps_of(st, chroma_um=CHROMA_UM)
     return ThresholdImage(half, a, stain_crops(maps, st.mpp, a.nuclei.xy).astype(np.float16), epithelial,
                           frozenset((c.x, c.y) for c in classify(a, default_model()) if c.is_mast_cell))
 
@@ -799,7 +799,7 @@ def augment(x: np.ndarray, rng) -> np.ndarray:
         x = ndi.gaussian_filter(x.astype(np.float32), (0, 0, sigma_px, sigma_px), mode="nearest")
     x = x + rng.normal(0, 0.04, x.shape).astype(np.float32)
     if CHROMA_UM > 0:  # last, as the detector reads an image: whatever the stains and the camera did, then the colour
-        x = stain_mod.chroma_blurred(x, CHROMA_UM / 0.5)
+        x = stain_mod.chroma_blurred(x, CHROMA_UM / CROP_MPP)
     i, j = rng.integers(0, 2 * MARGIN + 1, 2)
     x = x[:, :, i:i + CROP_PX, j:j + CROP_PX]
     if rng.random() < 0.5:

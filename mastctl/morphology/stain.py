@@ -67,7 +67,12 @@ def separate_with(pixels: np.ndarray, mpp: float, vectors, estimated: bool = Tru
 
 def stain_input(st: Stained) -> np.ndarray:
     """(3, H, W) float32: hematoxylin, eosin and residual concentrations, clipped to their useful range."""
-    return np.stack([np.clip(st.h, -0.2, 3.0), np.clip(st.e, -0.2, 3.0), np.clip(st.r, -1.0, 1.0)]).astype(np.float32)
+    return _clipped(st.h, st.e, st.r).astype(np.float32)
+
+
+def _clipped(h: np.ndarray, e: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """(..., 3, H, W): the three concentration maps stacked, each clipped to its useful range."""
+    return np.stack([np.clip(h, -0.2, 3.0), np.clip(e, -0.2, 3.0), np.clip(r, -1.0, 1.0)], -3)
 
 
 CAST_SHARE = 0.005  # the brightest share of pixels: the image's background (glass, lumen), for its colour cast
@@ -133,17 +138,13 @@ def net_input(st: Stained, basis: str, cast=None) -> np.ndarray:
     return stain_input(in_basis(without_cast(st, cast), stains.REFERENCE_HE))
 
 
-# Colour detail finer than this (um) is not read by a net with ``chroma_um`` (``chroma_blurred``): most scanners save
-# JPEG with its colour at half resolution (4:2:0), which spreads a nucleus's hematoxylin over the cytoplasm around it,
-# the purple of a mast cell's granules, while a lossless image keeps it sharp.
-CHROMA_UM = 0.5
-
-
 def chroma_blurred(maps: np.ndarray, sigma_px: float) -> np.ndarray:
     """Reference-basis maps (``net_input``'s, (..., 3, H, W)) with their colour blurred by a Gaussian of ``sigma_px``
     and their brightness kept: the concentrations back to light through the reference vectors, its two colour
     differences (JPEG's Cb and Cr, up to scale) blurred, and split again. A PNG and a JPEG of the same slide, whose
-    chroma the JPEG had already halved, then reach a net alike. Clipped as ``stain_input`` clips."""
+    chroma the JPEG had already halved, then reach a net alike (most scanners save JPEG with its colour at half
+    resolution, 4:2:0, which spreads a nucleus's hematoxylin over the cytoplasm around it, the purple of a mast cell's
+    granules, while a lossless image keeps it sharp). Clipped as ``stain_input`` clips."""
     from scipy import ndimage as ndi
 
     m = stains.stain_matrix(*stains.REFERENCE_HE)
@@ -162,7 +163,7 @@ def chroma_blurred(maps: np.ndarray, sigma_px: float) -> np.ndarray:
     od = [-np.log(np.maximum(plane, floor)) for plane in (red, green, blue)]
     h, e, r = (od[0] * np.float32(inverse[0, j]) + od[1] * np.float32(inverse[1, j]) + od[2] * np.float32(inverse[2, j])
                for j in range(3))
-    return np.stack([np.clip(h, -0.2, 3.0), np.clip(e, -0.2, 3.0), np.clip(r, -1.0, 1.0)], -3)
+    return _clipped(h, e, r)
 
 
 def optical_density(st: Stained) -> np.ndarray:
