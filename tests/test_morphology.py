@@ -776,7 +776,8 @@ def test_normal_skin_stroma_is_not_taken_for_a_sheet_of_mast_cells():
     on it): a normal dermis holds tens to a hundred mast cells per mm^2, a few percent of its cells. The net before
     took its stroma cells for a tumour sheet's and the detector called 37.5% of the cells mast cells (884 of 2,357);
     the next net 13.6% (321 of 2,356): nearly all of them "nuclei" the finder put in collagen, with no hematoxylin
-    (``FOUND_MIN_H_OVER_E`` drops those: 13 of 1,439)."""
+    (``FOUND_MIN_H_OVER_E`` drops those: 13 of 1,439). The count guards against a finder that loses the tissue: fits of
+    the strided finder found 842-1,324 of this half's nuclei (bench/train_nucleus_net.py), the 16-patch one 954."""
     from mastctl import imaging
 
     image = imaging.load(REAL / "wsi" / "cmu_small_region.svs")
@@ -784,4 +785,4 @@ def test_normal_skin_stroma_is_not_taken_for_a_sheet_of_mast_cells():
     bottom = imaging.Image(np.ascontiguousarray(image.pixels[half:, :, :3]), "skin.png", image.mpp)
     cells = registry.create("detector", "morphology", Profile()).detect(bottom).cells
     share = sum(c.is_mast_cell for c in cells) / len(cells)
-    assert 1000 < len(cells) < 1800 and share < 0.04, (len(cells), share)
+    assert 800 < len(cells) < 1800 and share < 0.04, (len(cells), share)
