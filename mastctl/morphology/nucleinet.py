@@ -12,9 +12,10 @@ back), to a proximity map, exp(-(d / r)^2) of the distance to the
 nearest nucleus centre; its peaks are nuclei, above a threshold chosen on
 held-out images. The detector reports a cell at each peak and takes its class
 from the seeded region under it (``morphology.placed_by_the_finder``). The
-shipped finder (``nucleus_net.safetensors``, the strided net at width 16 since 2026-12-06) is fitted by
-``bench/train_nucleus_net.py`` on real colorectal nuclei; ``mastctl finetune
-nuclei`` fits one to your point annotations (``-O nuclei=nuclei.safetensors``).
+shipped finder (``nucleus_net.safetensors``, the strided net at width 16 since 2026-12-06, fitted on 16 patches a
+step since 2026-12-07) is fitted by ``bench/train_nucleus_net.py`` on real colorectal nuclei; ``mastctl finetune
+nuclei`` fits one to your point annotations (``-O nuclei=nuclei.safetensors``; ``--batch 16`` as the shipped one, at
+twice the time of its default 8).
 Files are safetensors with a JSON header (never pickle), read and written here
 with numpy alone.
 """
