@@ -20,6 +20,18 @@ from mastctl import registry
 
 PLUGINS = Path(__file__).parent / "plugins"
 SHARED_DATA = Path(os.environ.get("MASTCTL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def bench_module(monkeypatch, name: str):
+    """bench/NAME.py imported as a module (the benches import their neighbours, nuclei_cv: bench/ on the path)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

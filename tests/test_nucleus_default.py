@@ -15,6 +15,7 @@ from mastctl.metrics import match
 from mastctl.morphology import nucleinet, stain
 
 from conftest import SHARED_DATA as REAL
+from conftest import bench_module
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +50,7 @@ def test_the_shipped_finder_is_what_its_script_fits_at_its_defaults(monkeypatch)
     """bench/train_nucleus_net.py rebuilds the shipped file: the recipe its header records is the script's RECIPE
     (since 2026-12-07 16 patches a step: CRC two-fold nucleus F1 0.807 against 0.800 at 8), and the threshold was chosen
     on out-of-fold maps of every training image."""
-    import importlib.util
-
-    bench = Path(__file__).resolve().parents[1] / "bench"
-    monkeypatch.syspath_prepend(str(bench))  # it imports its neighbour nuclei_cv
-    spec = importlib.util.spec_from_file_location("bench_train_nucleus_net", bench / "train_nucleus_net.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    net, recipe = nucleinet.default_net(), script.RECIPE
+    net, recipe = nucleinet.default_net(), bench_module(monkeypatch, "train_nucleus_net").RECIPE
     assert (net.width, net.arch, net.basis) == (recipe["width"], recipe["arch"], recipe["basis"])
     assert {k: net.info[k] for k in ("steps", "batch", "folds")} == {k: recipe[k] for k in ("steps", "batch", "folds")}
     assert recipe["batch"] == 16 and net.info["train_images"] == 50 and net.info["val_f1"] > 0.8, net.info

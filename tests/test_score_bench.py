@@ -3,19 +3,10 @@ synthetic lines carry their intervals."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _bench_module(monkeypatch, name: str = "score"):
-    monkeypatch.syspath_prepend(str(BENCH))  # the benches import their neighbours (nuclei_cv)
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import bench_module
 
 
 def _synthetic_tiles(folder: Path, n: int, size: int) -> list[Path]:
@@ -46,7 +37,7 @@ def _recording_compare(record):
 def test_the_two_fold_line_keeps_the_options_of_the_command_line(monkeypatch, tmp_path):
     from mastctl.morphology import nucleinet
 
-    score = _bench_module(monkeypatch)
+    score = bench_module(monkeypatch, "score")
     halves = ([tmp_path / "a.png"], [tmp_path / "b.png"])
     monkeypatch.setattr(score, "crc_halves", lambda *a: (halves[0] + halves[1], halves))
     seen = []
@@ -69,7 +60,7 @@ def test_the_two_fold_line_fits_its_finders_with_the_shipped_recipe(monkeypatch,
     from mastctl import synth
     from mastctl.truth import image_key
 
-    score = _bench_module(monkeypatch)
+    score = bench_module(monkeypatch, "score")
     paths, truth = [], {}
     for i in range(4):
         tile = synth.render_tile([7, i], synth.SynthOptions(size=192))
@@ -96,7 +87,7 @@ def test_the_two_fold_line_fits_its_finders_with_the_shipped_recipe(monkeypatch,
 def test_real_tissue_prints_each_synthetic_f1_with_its_bootstrap_interval(monkeypatch, tmp_path):
     """16 tiles hold about 110 mast cells: a figure such as the held-out style's is printed with its 95% interval over
     tiles, so that a target near it is read as the uncertain claim it is."""
-    rt = _bench_module(monkeypatch, "real_tissue")
+    rt = bench_module(monkeypatch, "real_tissue")
     detection = SimpleNamespace(precision=0.806, recall=0.833, f1=0.820)
     run = SimpleNamespace(evaluation=SimpleNamespace(detection=detection, ci={"f1": (0.780, 0.851)}), skipped=None)
     monkeypatch.setattr(rt, "synthetic_folder", lambda *a, **k: tmp_path)
@@ -110,7 +101,7 @@ def test_real_tissue_prints_each_synthetic_f1_with_its_bootstrap_interval(monkey
 
 def test_real_tissue_summarises_the_development_style_over_its_draws(monkeypatch):
     """--dev-draws K: seeds 8000 on, with mean and SD (one draw of 16 tiles moves about 0.016)."""
-    rt = _bench_module(monkeypatch, "real_tissue")
+    rt = bench_module(monkeypatch, "real_tissue")
     d = rt.draws_summary([{"f1": 0.883}, {"f1": 0.903}, {"f1": 0.893}])
     assert d["seeds"] == [8000, 8001, 8002] and d["f1"] == [0.883, 0.903, 0.893]
     assert abs(d["mean"] - 0.893) < 1e-9 and abs(d["sd"] - 0.010) < 1e-9
@@ -123,7 +114,7 @@ def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
     from mastctl import registry
     from mastctl.profile import Profile
 
-    score = _bench_module(monkeypatch)
+    score = bench_module(monkeypatch, "score")
     paths = _synthetic_tiles(tmp_path, 2, 192)
     detector = registry.create("detector", "morphology", Profile())
     _, whole_s, _ = score.speed(paths, detector, repeat=2)  # first, as bench/score.py times them
@@ -135,7 +126,7 @@ def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
 def test_the_memory_line_reads_the_peak_of_a_fresh_process_tile_by_tile(monkeypatch, tmp_path):
     """bench/score.py's memory line: a fresh process detects the tiles one after another and reports its RSS before the
     first and its peak after tile 1, the middle one and the last; growth over the second half is MB a tile."""
-    score = _bench_module(monkeypatch)
+    score = bench_module(monkeypatch, "score")
     paths = _synthetic_tiles(tmp_path, 4, 160)
     out = score.memory(paths, "morphology", {"mast_threshold": 0.5})
     peaks = {int(k): v for k, v in out["peak_mb_after_tiles"].items()}
@@ -153,7 +144,7 @@ def test_real_tissue_jpeg_line_reads_each_image_as_png_and_as_saved_by_a_scanner
 
     from mastctl import imaging
 
-    rt = _bench_module(monkeypatch, "real_tissue")
+    rt = bench_module(monkeypatch, "real_tissue")
     tile = np.asarray(imaging.load(_synthetic_tiles(tmp_path, 1, 96)[0]).pixels)
     copy = rt.saved_as_jpeg(tile, 70)
     assert copy.shape == tile.shape and copy.dtype == np.uint8 and 0 < np.abs(copy.astype(int) - tile).mean() < 8
