@@ -31,8 +31,9 @@ CASES = {
     "third_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "fourth_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "train_nucleus_net": ["--steps", "3", "--out", "{tmp}/nuclei.safetensors"],
+    "dense_mast_study": ["--limit", "1", "--steps", "3", "--no-speed"],
 }
-NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net"}
+NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net", "dense_mast_study"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
