@@ -42,6 +42,12 @@ Speed, the 50 CRC tiles in one process, fastest of two passes: the finder and th
 finder's is: bfloat16 on AMX) 52.5 ms a tile, 5.47x the decode, where the default detector took 179 ms, 16.2x (it
 takes about 12x in bench/score.py's fresh process; the machine's hour and the order move it).
 
+With ``--shared-trunk`` (a second output fitted to the shipped finder's map, so that one pass would give both; 3,000
+steps, seed 0, 14 minutes): tb2 0.730, CRC 0.03%, skin 8 calls, washed 0.736 — the mast calls as before — but the
+nuclei were not kept: nucleus F1 0.462 on the CRC threshold images against the shipped finder's 0.826 there (the
+finder was fitted on them: a yardstick), and the one pass with its stain split, peaks and collagen check still took
+4.77x the decode (55.5 ms a tile; the default 14.0x in that run): the stages around the nets cost as much as a net.
+
 So a dense pass keeps the real-tissue behaviour (the mast cell tumour, colorectal cancer, normal skin) but not the
 unseen synthetic style, whose mast cells it misses (the implicit cells, which H&E barely shows and the criteria
 find), and the finder and a second dense net still cost 5x the decode: the 3x target needs one trunk shared with
@@ -92,9 +98,10 @@ class Tile:
     mast: np.ndarray  # (n,) bool: the label (TRAIN) or the teacher's call (CHOOSE)
     factor: int  # input pixels per working pixel
     truth: np.ndarray | None = None  # (m, 2) true mast cells, input pixels (synthetic CHOOSE tiles)
+    proximity: np.ndarray | None = None  # (H, W) float16: the shipped finder's map (``--shared-trunk``'s second target)
 
 
-def tiles(workdir: Path, labels: str, limit: int | None) -> list[Tile]:
+def tiles(workdir: Path, labels: str, limit: int | None, proximity: bool = False) -> list[Tile]:
     teacher = registry.create("detector", "morphology", Profile())
     net = teacher.mast_net
     out: list[Tile] = []
@@ -113,8 +120,9 @@ def tiles(workdir: Path, labels: str, limit: int | None) -> list[Tile]:
             elif labels == "truth":
                 xy = np.array([(c["x"], c["y"]) for c in true_cells], np.float64).reshape(-1, 2)
                 mast = np.array([c["type"] == "mast_cell" for c in true_cells], bool)
+        near = teacher.nuclei_net.proximity(st).astype(np.float16) if proximity else None
         out.append(Tile(source, image.path, net.maps(st, stain.cast_od(st)).astype(np.float16), xy / st.factor, mast,
-                        st.factor, truth))
+                        st.factor, truth, near))
 
     def at(path, mpp):
         return dataclasses.replace(imaging.load(path), mpp=mpp, mpp_source="option")
@@ -157,6 +165,8 @@ def patch(tile: Tile, rng, focus: bool):
     from scipy import ndimage as ndi
 
     x = tile.maps.astype(np.float32)
+    if tile.proximity is not None:  # a fourth plane, cut, turned and flipped with the maps, split off below
+        x = np.concatenate([x, tile.proximity[None].astype(np.float32)])
     pad = ((0, 0), (0, max(0, PATCH - x.shape[1])), (0, max(0, PATCH - x.shape[2])))
     x = np.pad(x, pad, mode="reflect") if any(p[1] for p in pad) else x
     r0, c0 = rng.integers(0, x.shape[1] - PATCH + 1), rng.integers(0, x.shape[2] - PATCH + 1)
@@ -168,16 +178,20 @@ def patch(tile: Tile, rng, focus: bool):
         x, pts = np.rot90(x, 1, axes=(1, 2)), np.column_stack([pts[:, 1], PATCH - 1 - pts[:, 0]])
     if rng.random() < 0.5:
         x, pts = x[:, :, ::-1], np.column_stack([PATCH - 1 - pts[:, 0], pts[:, 1]])
+    x, near = x[:3], (np.ascontiguousarray(x[3]) if len(x) > 3 else None)
     gain = np.exp(rng.normal(0, 1, 3) * np.asarray(GAIN_SD))
     mixing = np.eye(3) + rng.normal(0, MIX_SD, (3, 3)) * (1 - np.eye(3))
     x = np.einsum("ij,jhw->ihw", (mixing * gain[:, None]).T, x)
     if focus and rng.random() < 0.8:
         sigma = rng.uniform(0, 1.3) / stain.WORK_MPP
         x = ndi.gaussian_filter(x, (0, sigma, sigma))
-    return np.ascontiguousarray(x, np.float32), pts, label
+    return np.ascontiguousarray(x, np.float32), pts, label, near
 
 
-def train(train_tiles: list[Tile], steps: int, width: int, focus: bool, seed: int = 0, batch: int = 16):
+def train(train_tiles: list[Tile], steps: int, width: int, focus: bool, seed: int = 0, batch: int = 16,
+          shared_trunk: bool = False):
+    """The student; with ``shared_trunk`` a second output, the shipped finder's proximity map (soft cross-entropy over
+    every pixel), so that one pass would give both the nuclei and their mast calls."""
     import torch
 
     from mastctl.morphology import nucleinet
@@ -188,6 +202,8 @@ def train(train_tiles: list[Tile], steps: int, width: int, focus: bool, seed: in
     sources = [s for s in TRAIN_SHARE if by_source[s]]
     share = np.array([TRAIN_SHARE[s] for s in sources])
     model = nucleinet.build(width, "strided")
+    if shared_trunk:
+        model.out = torch.nn.Conv2d(width, 2, 1)  # 0: mast logit, 1: proximity logit
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=2e-4)
     model.train()
@@ -195,16 +211,20 @@ def train(train_tiles: list[Tile], steps: int, width: int, focus: bool, seed: in
     for step in range(steps):
         drawn = [patch(by_source[s][rng.integers(len(by_source[s]))], rng, focus)
                  for s in rng.choice(sources, size=batch, p=share / share.sum())]
-        logits = model(torch.from_numpy(np.stack([x for x, _, _ in drawn])))[:, 0]
+        out = model(torch.from_numpy(np.stack([d[0] for d in drawn])))
+        logits = out[:, 0]
         terms = []
-        for i, (_, pts, label) in enumerate(drawn):
+        for i, (_, pts, label, _) in enumerate(drawn):
             if len(pts):
                 ij = np.clip(np.round(pts).astype(int), 0, PATCH - 1)
                 terms.append(torch.nn.functional.binary_cross_entropy_with_logits(
                     logits[i, ij[:, 1], ij[:, 0]], torch.from_numpy(label), reduction="sum"))
         if not terms:
             continue
-        loss = torch.stack(terms).sum() / sum(len(p) for _, p, _ in drawn)
+        loss = torch.stack(terms).sum() / sum(len(d[1]) for d in drawn)
+        if shared_trunk:
+            target = torch.from_numpy(np.stack([d[3] for d in drawn]))
+            loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(out[:, 1], target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -224,6 +244,40 @@ def student_calls(model, tile: Tile) -> np.ndarray:
         z = model(torch.from_numpy(x)[None])[0, 0].numpy()
     ij = np.clip(np.round(tile.xy).astype(int), 0, [w - 1, h - 1])
     return z[ij[:, 1], ij[:, 0]] > 0
+
+
+def nuclei(model, choose: list[Tile]) -> dict:
+    """``--shared-trunk``: nucleus F1 (6 px) on the CRC threshold images of the second output's peaks and of the shipped
+    finder's (which was fitted on every CRC image: a yardstick, not a transfer figure), each against the marked
+    centres."""
+    import csv
+
+    import torch
+
+    from mastctl.morphology import nucleinet
+
+    threshold = nucleinet.default_net().peak_threshold
+    marked: dict[str, list] = {}
+    with open(rt.DATA / "crc_nuclei" / "points.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["class"] == "detection":
+                marked.setdefault(r["image"], []).append((float(r["x"]), float(r["y"])))
+    counts = {"student": np.zeros(3), "finder": np.zeros(3)}
+    for t in (t for t in choose if t.source == "crc-threshold"):
+        x = t.maps.astype(np.float32)
+        h, w = x.shape[1:]
+        x = np.pad(x, ((0, 0), (0, (-h) % 8), (0, (-w) % 8)), mode="reflect")
+        with torch.inference_mode():
+            near = torch.sigmoid(model(torch.from_numpy(x)[None])[0, 1]).numpy()[:h, :w]
+        truth = np.array(marked.get(Path(t.name).stem, []), np.float64).reshape(-1, 2)
+        for who, m in (("student", near), ("finder", t.proximity.astype(np.float32))):
+            found = nucleinet.find_peaks(m, rt.CRC_MPP * t.factor, threshold) * t.factor
+            hit = match(found, truth, 6.0)
+            counts[who] += (len(hit.pairs), len(hit.unmatched_pred), len(hit.unmatched_true))
+    f1 = {who: 2 * c[0] / max(1.0, 2 * c[0] + c[1] + c[2]) for who, c in counts.items()}
+    print(f"CRC threshold images, nucleus F1 (6 px): the shared trunk's {f1['student']:.3f}, the shipped finder's "
+          f"{f1['finder']:.3f}")
+    return f1
 
 
 def report(model, choose: list[Tile]) -> dict:
@@ -254,9 +308,11 @@ def report(model, choose: list[Tile]) -> dict:
     return results
 
 
-def speed(model, width: int, repeat: int = 2) -> dict:
+def speed(model, width: int, repeat: int = 2, shared_trunk: bool = False) -> dict:
     """Per CRC tile: decode, the dense pipeline (stain split, finder and peaks, collagen check, the student's map) and
-    the default detector, each the fastest of ``repeat`` passes over the 50 tiles in this process."""
+    the default detector, each the fastest of ``repeat`` passes over the 50 tiles in this process. With
+    ``shared_trunk`` the finder is not run: one pass of the student, and the peaks searched on a map of it (the same
+    work as on its proximity output)."""
     from mastctl.morphology import hematoxylin_over_eosin, nucleinet
     from mastctl.threads import one_blas_thread
 
@@ -273,9 +329,9 @@ def speed(model, width: int, repeat: int = 2) -> dict:
 
     def dense(image):
         st = stain.separate(image.pixels, image.mpp)
-        found = finder.peaks(finder.proximity(st), st.mpp)
-        found = found[hematoxylin_over_eosin(st, found) >= 0.5]
         p = student.proximity(st)
+        found = finder.peaks(p if shared_trunk else finder.proximity(st), st.mpp)
+        found = found[hematoxylin_over_eosin(st, found) >= 0.5]
         ij = np.clip(np.round(found).astype(int), 0, [p.shape[1] - 1, p.shape[0] - 1])
         return found, p[ij[:, 1], ij[:, 0]] >= 0.5
 
@@ -309,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="at most this many images of each source (a smoke run)")
     ap.add_argument("--no-speed", dest="speed", action="store_false")
+    ap.add_argument("--shared-trunk", action="store_true",
+                    help="a second output fitted to the shipped finder's map: nuclei and mast calls from one pass")
     ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench")
     ap.add_argument("--json", type=Path, help="write the figures here")
     a = ap.parse_args(argv)
@@ -316,13 +374,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"needs ../shared/data ({rt.DATA})", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    everything = tiles(a.workdir, a.labels, a.limit)
+    everything = tiles(a.workdir, a.labels, a.limit, proximity=a.shared_trunk)
     print(f"{len(everything)} images labelled ({time.perf_counter() - t0:.0f} s)", flush=True)
-    model = train([t for t in everything if t.source in TRAIN_SHARE], a.steps, a.width, a.focus, a.seed)
+    model = train([t for t in everything if t.source in TRAIN_SHARE], a.steps, a.width, a.focus, a.seed,
+                  shared_trunk=a.shared_trunk)
     results = {"recipe": {k: v for k, v in vars(a).items() if k not in ("workdir", "json")}}
-    results.update(report(model, [t for t in everything if t.source not in TRAIN_SHARE]))
+    choose = [t for t in everything if t.source not in TRAIN_SHARE]
+    results.update(report(model, choose))
+    if a.shared_trunk:
+        results["nucleus_f1"] = nuclei(model, choose)
     if a.speed:
-        results["speed"] = speed(model, a.width)
+        results["speed"] = speed(model, a.width, shared_trunk=a.shared_trunk)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1, default=str))
     print(f"({time.perf_counter() - t0:.0f} s)")

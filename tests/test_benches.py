@@ -32,8 +32,10 @@ CASES = {
     "fourth_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "train_nucleus_net": ["--steps", "3", "--out", "{tmp}/nuclei.safetensors"],
     "dense_mast_study": ["--limit", "1", "--steps", "3", "--no-speed"],
+    "dense_mast_study-shared": ["--limit", "1", "--steps", "3", "--no-speed", "--shared-trunk"],
 }
-NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net", "dense_mast_study"}
+NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net", "dense_mast_study",
+                     "dense_mast_study-shared"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
