@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_tissue as rt  # noqa: E402
 
 from mastctl import detection, imaging, registry, synth  # noqa: E402
-from mastctl.metrics import match  # noqa: E402
+from mastctl.metrics import Counts, match  # noqa: E402
 from mastctl.morphology import stain  # noqa: E402
 from mastctl.profile import Profile  # noqa: E402
 
@@ -234,47 +234,45 @@ def train(train_tiles: list[Tile], steps: int, width: int, focus: bool, seed: in
     return model.eval()
 
 
-def student_calls(model, tile: Tile) -> np.ndarray:
+def outputs(model, tile: Tile) -> np.ndarray:
+    """The student's logit maps of a tile, (outputs, H, W): 0 the mast logit, 1 (``--shared-trunk``) the proximity's."""
     import torch
 
     x = tile.maps.astype(np.float32)
     h, w = x.shape[1:]
-    x = np.pad(x, ((0, 0), (0, (-h) % 8), (0, (-w) % 8)), mode="reflect")
+    x = np.pad(x, ((0, 0), (0, (-h) % 8), (0, (-w) % 8)), mode="reflect")  # the strided net's sides: multiples of 8
     with torch.inference_mode():
-        z = model(torch.from_numpy(x)[None])[0, 0].numpy()
-    ij = np.clip(np.round(tile.xy).astype(int), 0, [w - 1, h - 1])
+        return model(torch.from_numpy(x)[None])[0, :, :h, :w].numpy()
+
+
+def student_calls(model, tile: Tile) -> np.ndarray:
+    z = outputs(model, tile)[0]
+    ij = np.clip(np.round(tile.xy).astype(int), 0, [z.shape[1] - 1, z.shape[0] - 1])
     return z[ij[:, 1], ij[:, 0]] > 0
+
+
+def hits(found: np.ndarray, truth: np.ndarray, radius_px: float) -> Counts:
+    m = match(found, truth, radius_px)
+    return Counts(len(m.pairs), len(m.unmatched_pred), len(m.unmatched_true))
 
 
 def nuclei(model, choose: list[Tile]) -> dict:
     """``--shared-trunk``: nucleus F1 (6 px) on the CRC threshold images of the second output's peaks and of the shipped
     finder's (which was fitted on every CRC image: a yardstick, not a transfer figure), each against the marked
     centres."""
-    import csv
-
-    import torch
-
     from mastctl.morphology import nucleinet
+    from mastctl.truth import image_key, load_truth
 
     threshold = nucleinet.default_net().peak_threshold
-    marked: dict[str, list] = {}
-    with open(rt.DATA / "crc_nuclei" / "points.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["class"] == "detection":
-                marked.setdefault(r["image"], []).append((float(r["x"]), float(r["y"])))
-    counts = {"student": np.zeros(3), "finder": np.zeros(3)}
+    marked = load_truth(rt.DATA / "crc_nuclei" / "points.csv", classes=["detection"])
+    counts = {"student": Counts(), "finder": Counts()}
     for t in (t for t in choose if t.source == "crc-threshold"):
-        x = t.maps.astype(np.float32)
-        h, w = x.shape[1:]
-        x = np.pad(x, ((0, 0), (0, (-h) % 8), (0, (-w) % 8)), mode="reflect")
-        with torch.inference_mode():
-            near = torch.sigmoid(model(torch.from_numpy(x)[None])[0, 1]).numpy()[:h, :w]
-        truth = np.array(marked.get(Path(t.name).stem, []), np.float64).reshape(-1, 2)
+        near = 1.0 / (1.0 + np.exp(-outputs(model, t)[1]))
+        truth = np.array([(c.x, c.y) for c in marked[image_key(t.name)].cells], np.float64).reshape(-1, 2)
         for who, m in (("student", near), ("finder", t.proximity.astype(np.float32))):
             found = nucleinet.find_peaks(m, rt.CRC_MPP * t.factor, threshold) * t.factor
-            hit = match(found, truth, 6.0)
-            counts[who] += (len(hit.pairs), len(hit.unmatched_pred), len(hit.unmatched_true))
-    f1 = {who: 2 * c[0] / max(1.0, 2 * c[0] + c[1] + c[2]) for who, c in counts.items()}
+            counts[who] += hits(found, truth, 6.0)
+    f1 = {who: c.f1 or 0.0 for who, c in counts.items()}
     print(f"CRC threshold images, nucleus F1 (6 px): the shared trunk's {f1['student']:.3f}, the shipped finder's "
           f"{f1['finder']:.3f}")
     return f1
@@ -294,13 +292,12 @@ def report(model, choose: list[Tile]) -> dict:
                   f"{teacher.mean():.4f} ({teacher.sum()}) of {len(student)} cells")
     f1 = {"student": [], "teacher": []}
     for seed in sorted({t.source for t in choose if t.source.startswith("washed")}):
-        counts = {k: np.zeros(3) for k in f1}
+        counts = {k: Counts() for k in f1}
         for t in (t for t in choose if t.source == seed):
             for who, calls in (("student", student_calls(model, t)), ("teacher", t.mast)):
-                m = match(t.xy[calls] * t.factor, t.truth, WASHED_RADIUS_PX)
-                counts[who] += (len(m.pairs), len(m.unmatched_pred), len(m.unmatched_true))
-        for who, (tp, fp, fn) in counts.items():
-            f1[who].append(2 * tp / max(1.0, 2 * tp + fp + fn))
+                counts[who] += hits(t.xy[calls] * t.factor, t.truth, WASHED_RADIUS_PX)
+        for who, c in counts.items():
+            f1[who].append(c.f1 or 0.0)
     if f1["student"]:
         results["washed"] = {k: float(np.mean(v)) for k, v in f1.items()}
         print(f"washed         mast F1, mean of {len(f1['student'])} draws: student {np.mean(f1['student']):.3f} "
