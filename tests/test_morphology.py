@@ -786,3 +786,19 @@ def test_normal_skin_stroma_is_not_taken_for_a_sheet_of_mast_cells():
     cells = registry.create("detector", "morphology", Profile()).detect(bottom).cells
     share = sum(c.is_mast_cell for c in cells) / len(cells)
     assert 800 < len(cells) < 1800 and share < 0.04, (len(cells), share)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 9])
+def test_the_maximum_filter_is_scipys(size):
+    """``segment.maximum_filter`` (the seeds' and the finder's peaks) gives scipy's values, edges and ties included:
+    a peak is a pixel equal to it, so one value off would move a nucleus."""
+    from scipy import ndimage as ndi
+
+    from mastctl.morphology.segment import maximum_filter
+
+    rng = np.random.default_rng(size)
+    for shape in [(1, 1), (2, 3), (4, 4), (5, 7), (17, 4), (64, 81)]:
+        for dtype in (np.float32, np.float64):
+            a = rng.random(shape).astype(dtype)
+            a[::3] = a.flat[0]  # plateaus
+            assert np.array_equal(maximum_filter(a, size), ndi.maximum_filter(a, size=size)), (shape, dtype)

@@ -403,11 +403,12 @@ def find_peaks(proximity: np.ndarray, mpp: float, threshold: float) -> np.ndarra
 
     smooth = ndi.gaussian_filter(proximity, 0.5 / mpp)
     size = max(3, int(round(MIN_PEAK_UM / mpp)) | 1)
-    peak = (smooth == ndi.maximum_filter(smooth, size=size)) & (smooth > threshold)
+    from mastctl.morphology.segment import centroids, maximum_filter
+
+    peak = (smooth == maximum_filter(smooth, size)) & (smooth > threshold)
     plateau, n = ndi.label(peak, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros((0, 2))
-    from mastctl.morphology.segment import centroids
 
     return centroids(plateau, n)
 

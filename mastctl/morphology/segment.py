@@ -41,7 +41,7 @@ def segment(st: Stained, min_area_um2: float = 9.0, threshold: float | None = No
     hpx = px / 2
     blob = ndi.gaussian_filter(half, 1.2 * scale * hpx, truncate=3.0) - ndi.gaussian_filter(half, 3.0 * scale * hpx, truncate=3.0)
     footprint = max(3, int(round(3.0 * scale * hpx)) | 1)
-    peak_mask = (blob == ndi.maximum_filter(blob, size=footprint)) & (blob > 0.01)
+    peak_mask = (blob == maximum_filter(blob, footprint)) & (blob > 0.01)
     plateau, n_peaks = ndi.label(peak_mask, structure=np.ones((3, 3)))  # flat tops give one seed each
     centre = centroids(plateau, n_peaks)  # (x, y) + 0.5 in half-resolution pixels
     markers = np.zeros(half.shape, np.int32)
@@ -125,6 +125,26 @@ def centroids(labels: np.ndarray, count: int) -> np.ndarray:
     cx = np.bincount(lab, weights=c, minlength=count + 1)[1:] / n + 0.5
     cy = np.bincount(lab, weights=r, minlength=count + 1)[1:] / n + 0.5
     return np.column_stack([cx, cy])
+
+
+def maximum_filter(a: np.ndarray, size: int) -> np.ndarray:
+    """``scipy.ndimage.maximum_filter(a, size)`` (a square window of odd ``size``, edges mirrored as its ``reflect``
+    mode mirrors them), as the largest of shifted views of a padded copy, one axis after the other: the same values
+    (a maximum rounds nothing), in a quarter of the time for the small windows the nuclei need."""
+    r = size // 2
+    if r == 0 or min(a.shape) <= r:
+        from scipy import ndimage as ndi
+
+        return ndi.maximum_filter(a, size=size)
+    padded = np.pad(a, r, mode="symmetric")  # scipy's "reflect": d c b a | a b c d
+    h, w = a.shape
+    cols = padded[:, : w].copy()
+    for k in range(1, size):
+        np.maximum(cols, padded[:, k : k + w], out=cols)
+    out = cols[: h].copy()
+    for k in range(1, size):
+        np.maximum(out, cols[k : k + h], out=out)
+    return out
 
 
 def pool2(a: np.ndarray, how: str = "mean") -> np.ndarray:
