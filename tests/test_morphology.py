@@ -715,6 +715,41 @@ def test_the_detector_reads_eight_views_unless_told_otherwise():
     assert registry.create("detector", "morphology", Profile(), mast_net_views=1).mast_net.views == 1
 
 
+def test_the_nets_threshold_option_moves_its_decision_point():
+    """``-O mast_net_threshold=T`` puts the crop net's decision point at its own P = T (the logit it subtracts), names
+    it in the output's model line, and refuses to be set with the net off; unset, the net keeps its own (0.4)."""
+    from mastctl import registry
+    from mastctl.errors import InputError
+    from mastctl.profile import Profile
+
+    default = registry.create("detector", "morphology", Profile())
+    assert default.mast_net.logit_shift == pytest.approx(np.log(0.4 / 0.6)) and "threshold" not in default.model_id
+    for t in (0.3, 0.5, 0.6):
+        det = registry.create("detector", "morphology", Profile(), mast_net_threshold=t)
+        assert det.mast_net.logit_shift == pytest.approx(np.log(t / (1 - t)))
+        assert f"(threshold {t:g})" in det.model_id
+    with pytest.raises(InputError, match="mast_net=none"):
+        registry.create("detector", "morphology", Profile(), mast_net="none", mast_net_threshold=0.5)
+
+
+@pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")
+def test_a_stricter_net_threshold_calls_fewer_real_tumour_cells():
+    """The trade the option makes, on a real tumour sheet (ccMCT tb2, a choose set): the net's decision point at 0.6
+    calls fewer of its cells mast cells than the built-in 0.4, and 0.3 more (2026-12-07: 57 of 72, 71 of 80, 75 of 81)."""
+    from mastctl import imaging, registry
+    from mastctl.profile import Profile
+
+    images = [imaging.load(REAL / "ccmct" / f"{name}.png", mpp=0.25) for name in ("tb2_00", "tb2_20")]
+
+    def share(**options):
+        det = registry.create("detector", "morphology", Profile(), **options)
+        cells = [c for image in images for c in det.detect(image).cells]
+        return sum(c.is_mast_cell for c in cells) / len(cells)
+
+    strict, default, loose = share(mast_net_threshold=0.6), share(), share(mast_net_threshold=0.3)
+    assert strict < default - 0.05 and loose > default
+
+
 def test_an_explicit_call_needs_more_of_the_nets_belief_than_an_implicit_one():
     """An explicit mast cell is one H&E shows (granular, purple cytoplasm), so the net should see it too: a criteria
     call of kind explicit goes where the net's own P is under ``net_veto_explicit`` (0.3), an implicit one (the IHC

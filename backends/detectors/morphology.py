@@ -17,6 +17,7 @@ when the net half-believes it among neighbours it believes (``sheet``).
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -54,6 +55,7 @@ class MorphologyDetector:
         sheet: bool = Field(True, description="The sheet rule: a cell the mast-cell net half-believes (P >= 0.1 on its own scale) among neighbours it believes (median >= 0.2 of its 6 nearest within 20 um) is a mast cell: neoplastic mast cells grow in sheets where the net is short of sure of each (README). -O sheet=false: each cell on its own.")
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
         mast_net_views: Literal[1, 2, 4, 8] = Field(8, description="The crop net's opinion of a cell it is unsure of (within 3 logits of its decision point) is the mean over this many of the crop's turns and flips (1: the crop as it is; 2: and its half turn; 4: and its mirror images; 8: and the quarter turns'). The built-in net's threshold (0.4) was chosen by its rule for eight; against one view at its old threshold (0.5) the detector calls 0.770 of the ccMCT tb2 cells mast against 0.640 and scores 0.871 against 0.883 on the development style, at about 1.4 times the crop net's work on a CRC tile and up to eight times on a mast cell tumour's (README).")
+        mast_net_threshold: float | None = Field(None, gt=0, lt=1, description="The crop net's own decision point, its P(mast) on the scale it was trained on (null: the net's own; 0.4 for the built-in, chosen by its rule). Its veto and the sheet rule's bounds, set on that scale, move with it as they move with mast_threshold. Higher = the net promotes and upholds fewer cells: fewer calls in normal tissue and fewer real tumour cells (0.5: the normal skin's calls 5 -> 2 and ccMCT vb0 0.744 -> 0.614 of the cells), while the styles no model saw barely gain (README).")
         net_precision: Literal["auto", "float32", "bfloat16"] = Field("auto", description="What torch computes the nets (the finder, the crop net) in: 'auto' is bfloat16 on a CPU with AMX tiles (Intel Sapphire Rapids and later: the nets several times faster, detection of CRC tiles about a quarter faster; 99.5% or more of the cells within 1 px with the same label; README) and float32 elsewhere; 'float32' gives the same cells on every machine. numpy (no torch, or a run of a megapixel or less) always computes in float32.")
 
         @field_validator("mast_net", "nuclei")
@@ -91,6 +93,11 @@ class MorphologyDetector:
                 net.precision = self.options.net_precision  # resolved where torch runs them (threads.net_precision)
         if self.mast_net is not None:
             self.mast_net.views = self.options.mast_net_views
+            if self.options.mast_net_threshold is not None:  # logit_shift is the logit of the net's decision point
+                t = self.options.mast_net_threshold
+                self.mast_net.logit_shift = math.log(t / (1 - t))
+        elif self.options.mast_net_threshold is not None:
+            raise InputError("mast_net_threshold sets the crop net's decision point, and mast_net=none turns the net off")
         if self.nuclei_net is not None:
             self.nuclei_net.flips = self.options.nuclei_flips
         elif self.options.nuclei_flips:
@@ -122,6 +129,8 @@ class MorphologyDetector:
             net = self.options.mast_net
             parts.append(f"mast net {Path(net).name} sha256:{model_digest(net)}" if net != "builtin"
                          else f"mast net built-in {DEFAULT_NET} sha256:{model_digest(None, DEFAULT_NET)}")
+            if self.options.mast_net_threshold is not None:
+                parts[-1] += f" (threshold {self.options.mast_net_threshold:g})"
         if self.options.nuclei == "builtin":
             from mastctl.morphology.nucleinet import DEFAULT_NET as DEFAULT_NUCLEI
 
