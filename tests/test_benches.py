@@ -31,7 +31,7 @@ CASES = {
     "third_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "fourth_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "train_nucleus_net": ["--steps", "3", "--out", "{tmp}/nuclei.safetensors"],
-    "dense_mast_study": ["--limit", "1", "--steps", "3", "--no-speed"],
+    "dense_mast_study": ["--limit", "1", "--steps", "3", "--no-speed", "--basis", "image"],  # -shared: the reference maps
     "dense_mast_study-shared": ["--limit", "1", "--steps", "3", "--no-speed", "--shared-trunk"],
 }
 NEEDS_SHARED_DATA = {"train_mast_net", "real_tissue", "train_nucleus_net", "dense_mast_study",
