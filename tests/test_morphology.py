@@ -707,6 +707,30 @@ def test_the_crop_net_reads_turns_and_flips_only_near_its_decision_point():
     assert not np.allclose(per_view[1], raw, atol=1e-3)  # the views do differ: the test would see them ignored
 
 
+def test_views_that_disagree_hold_a_mast_call_short_of_the_decision_point():
+    """With ``view_margin`` m, a crop whose mean over its views reaches the decision point while one view lies more than
+    m short of it is held at -0.001 (not a mast call, still half-believed); every other crop keeps its mean."""
+    from mastctl.morphology import mastnet
+
+    net = mastnet.default_net()
+    crops = np.random.default_rng(4).random((80, 3, 40, 40)).astype(np.float32)
+    crops[:40] *= np.linspace(0.2, 3.0, 40, dtype=np.float32)[:, None, None, None]
+    raw = net.logits(crops) + net.logit_shift
+    per_view = np.stack([net.logits(view(crops)) + net.logit_shift for view in mastnet.VIEWS])
+    net.logit_shift = shift = float(np.median(per_view.mean(axis=0)))  # half the crops' means past it
+    near = np.abs(raw - shift) < mastnet.VIEW_GATE
+    net.views = 8
+    mean = np.where(near, per_view.mean(axis=0), raw) - shift
+    spread = np.where(near, per_view.min(axis=0), raw) - shift
+    margin = float(np.median(-spread[(mean >= 0) & near]))  # some of the sure ones doubted, some not
+    doubted = near & (mean >= 0) & (mean < mastnet.VIEW_GATE) & (spread < -margin)
+    assert 0 < doubted.sum() < ((mean >= 0) & near).sum()
+    assert np.allclose(net.logits(crops), mean, atol=1e-4)  # no margin: the mean
+    net.view_margin = margin
+    held = net.logits(crops)
+    assert np.allclose(held[doubted], -1e-3, atol=1e-6) and np.allclose(held[~doubted], mean[~doubted], atol=1e-4)
+
+
 def test_the_detector_reads_eight_views_unless_told_otherwise():
     from mastctl import registry
     from mastctl.profile import Profile
@@ -717,7 +741,8 @@ def test_the_detector_reads_eight_views_unless_told_otherwise():
 
 def test_the_nets_threshold_option_moves_its_decision_point():
     """``-O mast_net_threshold=T`` puts the crop net's decision point at its own P = T (the logit it subtracts), names
-    it in the output's model line, and refuses to be set with the net off; unset, the net keeps its own (0.4)."""
+    it in the output's model line, and refuses to be set with the net off; unset, the net keeps its own (0.4). Likewise
+    ``-O mast_net_view_margin`` (which needs the views too)."""
     from mastctl import registry
     from mastctl.errors import InputError
     from mastctl.profile import Profile
@@ -730,6 +755,12 @@ def test_the_nets_threshold_option_moves_its_decision_point():
         assert f"(threshold {t:g})" in det.model_id
     with pytest.raises(InputError, match="mast_net=none"):
         registry.create("detector", "morphology", Profile(), mast_net="none", mast_net_threshold=0.5)
+    det = registry.create("detector", "morphology", Profile(), mast_net_view_margin=0.75)
+    assert det.mast_net.view_margin == 0.75 and "(view margin 0.75)" in det.model_id
+    assert default.mast_net.view_margin is None
+    for bad in ({"mast_net": "none"}, {"mast_net_views": 1}):
+        with pytest.raises(InputError, match="mast_net_view_margin|mast_net=none"):
+            registry.create("detector", "morphology", Profile(), mast_net_view_margin=0.75, **bad)
 
 
 @pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")

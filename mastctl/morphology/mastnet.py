@@ -60,6 +60,8 @@ class MastNet:
     precision: str = "float32"  # what torch computes the convolutions in: threads.NET_PRECISIONS (the detector: auto)
     views: int = 1  # the mean logit over this many of the crop's turns and flips (VIEWS) near the decision point
     chroma_um: float = 0.0  # colour detail finer than this (a Gaussian's sigma, um) blurred first (``maps``); 0: none
+    view_margin: float | None = None  # a mean logit at or past the decision point counts only where every view read lies
+    # within this many logits short of it (``logits``); None: the mean alone
     _torch_weights: list | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ inference
@@ -79,7 +81,10 @@ class MastNet:
         agree to float rounding (a test holds them to 1e-4).
 
         With ``views`` > 1, a crop whose logit lies within ``VIEW_GATE`` of the decision point gets the mean logit of
-        its first ``views`` turns and flips (``VIEWS``): test-time augmentation, where it can change an answer.
+        its first ``views`` turns and flips (``VIEWS``): test-time augmentation, where it can change an answer. With
+        ``view_margin`` m as well, such a crop whose mean reaches the decision point while one of its views lies more
+        than m short of it is held just under the point (-0.001): views that disagree, as under a stain the net never
+        saw, do not make a mast cell on their mean (README, the net's threshold).
         """
         import sys
 
@@ -99,13 +104,19 @@ class MastNet:
         if len(near):  # the other views of the crops near the decision point, and the mean of every view's logit: a
             # group of crops' views in one batch (a call per view cost a CRC tile 20 ms; a copy of every view of a
             # tile's crops at once held 100 MB more at the peak)
-            per, total = max(1, batch // (self.views - 1)), z[near].astype(np.float64)
+            per, total, low = max(1, batch // (self.views - 1)), z[near].astype(np.float64), z[near].copy()
             for i in range(0, len(near), per):
                 group = crops[near[i:i + per]]
                 views = np.concatenate([view(group) for view in VIEWS[1:self.views]])
-                total[i:i + per] += forward(views).reshape(self.views - 1, len(group)).sum(axis=0)
+                each = forward(views).reshape(self.views - 1, len(group))
+                total[i:i + per] += each.sum(axis=0)
+                low[i:i + per] = np.minimum(low[i:i + per], each.min(axis=0))
             z = z.copy()
             z[near] = total / self.views
+            if self.view_margin is not None:
+                mean, low = z[near] - self.logit_shift, low - self.logit_shift
+                doubted = (mean >= 0) & (mean < VIEW_GATE) & (low < -self.view_margin)
+                z[near[doubted]] = self.logit_shift - 1e-3
         return z - self.logit_shift
 
     def _forward_torch(self, x: np.ndarray) -> np.ndarray:
