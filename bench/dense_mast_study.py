@@ -326,7 +326,7 @@ def speed(model, width: int, repeat: int = 2, shared_trunk: bool = False, basis:
     images = [imaging.load(p, mpp=rt.CRC_MPP) for p in paths]
 
     # the student drawn as the finder's map is (nucleinet.NucleusNet: batch norm folded, channels-last, bfloat16 on a
-    # CPU with AMX tiles), through the same maps (reference vectors, the image's own cast out: ``net_input``)
+    # CPU with AMX tiles), through the maps it was fitted on (``net_input`` of its basis)
     student = nucleinet.NucleusNet({k: v.numpy() for k, v in model.state_dict().items()}, width, stain.WORK_MPP, 0.5,
                                    basis=basis, arch="strided", precision="auto")
 

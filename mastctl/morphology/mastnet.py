@@ -113,9 +113,9 @@ class MastNet:
                 low[i:i + per] = np.minimum(low[i:i + per], each.min(axis=0))
             z = z.copy()
             z[near] = total / self.views
-            if self.view_margin is not None:
-                mean, low = z[near] - self.logit_shift, low - self.logit_shift
-                doubted = (mean >= 0) & (mean < VIEW_GATE) & (low < -self.view_margin)
+            if self.view_margin is not None:  # (logits from the decision point)
+                mean = z[near] - self.logit_shift
+                doubted = (mean >= 0) & (mean < VIEW_GATE) & (low - self.logit_shift < -self.view_margin)
                 z[near[doubted]] = self.logit_shift - 1e-3
         return z - self.logit_shift
 

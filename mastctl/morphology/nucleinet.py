@@ -401,15 +401,14 @@ def default_net() -> NucleusNet:
 def find_peaks(proximity: np.ndarray, mpp: float, threshold: float) -> np.ndarray:
     from scipy import ndimage as ndi
 
-    smooth = ndi.gaussian_filter(proximity, 0.5 / mpp)
-    size = max(3, int(round(MIN_PEAK_UM / mpp)) | 1)
     from mastctl.morphology.segment import centroids, maximum_filter
 
+    smooth = ndi.gaussian_filter(proximity, 0.5 / mpp)
+    size = max(3, int(round(MIN_PEAK_UM / mpp)) | 1)
     peak = (smooth == maximum_filter(smooth, size)) & (smooth > threshold)
     plateau, n = ndi.label(peak, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros((0, 2))
-
     return centroids(plateau, n)
 
 
