@@ -290,6 +290,18 @@ recipe's 4-8) and the second renderer lost 0.03: not shipped. A blur of 0.5 um c
 maps, 4:2:0 against 4:4:4 at quality 90: 0.029 -> 0.020 of hematoxylin and eosin; 8-16 px colour blocks remain), and it
 buys it as --real-jpeg did, by reading a PNG more as a JPEG (the skin slide is itself JPEG of quality 30 with RGB
 components: no chroma halving to undo there).
+A consistency term (2026-12-07, a new stop; ``--consistency 12``, not shipped): AugMix's (Hendrycks et al. 2020) for one
+output, each batch augmented twice, independently, the cross-entropy of both plus 12 (the paper's weight; chosen before
+anything ran) times the Jensen-Shannon divergence between the two predictions, so that the net's answer cannot rest on
+what the stain, cast and focus augmentation changes: the views of an unseen style that disagree (``-O
+mast_net_view_margin``) were the last lead. Declared before: three seeds, shipped if on their means washed >= 0.885,
+tb2 >= 0.70, the second renderer's seed 0 >= 0.785, skin <= 8 calls, the 50 CRC images <= 0.40%. Seed 0 (the rule took
+0.4; the shipped recipe's seed 0 rebuilt on the same machine gave the shipped weights bit for bit) lost on every choose
+set (tb2 / skin calls / the 50 CRC images' cells called mast / the second renderer's seed 0 / washed, mean of seeds
+8000-8005): 0.649 / 6 / 0.82% / 0.683 / 0.868 against 0.738 / 5 / 0.23% / 0.825 / 0.870; the net alone called 0.17 of
+tb2's crops mast at the rule's threshold, against 0.53. Seeds 1 and 2 were not trained: to pass, both would have had to
+beat every seed of the shipped recipe on washed (0.894 on average) and on the second renderer (0.836). Training takes
+twice as long (6.2 against 3.5 minutes on 2 cores).
 
 The earlier choices, made with the image basis: measured on the
 choose sets only (tb2, CRC threshold images, synthetic dev seed 8000 in the training styles and in a
@@ -807,7 +819,23 @@ def augment(x: np.ndarray, rng) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(x, rng.integers(4), axes=(2, 3)), dtype=np.float32)
 
 
-def train(sources: list[tuple[np.ndarray, np.ndarray]], mix: list[float], steps: int, width: int, seed: int = 0):
+def jensen_shannon(logits_a, logits_b):
+    """The mean Jensen-Shannon divergence between the Bernoulli predictions of two logits (nats; AugMix's consistency,
+    Hendrycks et al. 2020, for one output)."""
+    import torch
+
+    def bernoulli(z):
+        return torch.stack([torch.sigmoid(z), torch.sigmoid(-z)], -1).clamp_min(1e-7)
+
+    p, q = bernoulli(logits_a), bernoulli(logits_b)
+    m = (p + q) / 2
+    return ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)).mean() / 2
+
+
+def train(sources: list[tuple[np.ndarray, np.ndarray]], mix: list[float], steps: int, width: int, seed: int = 0,
+          consistency: float = 0.0):
+    """``consistency`` > 0: each batch is augmented twice, independently, the loss is the cross-entropy of both plus
+    ``consistency`` times the Jensen-Shannon divergence between the two predictions (``jensen_shannon``)."""
     import torch
 
     torch.manual_seed(seed)
@@ -823,8 +851,14 @@ def train(sources: list[tuple[np.ndarray, np.ndarray]], mix: list[float], steps:
             idx = rng.integers(0, len(X), n)
             xs.append(X[idx].astype(np.float32))
             ys.append(y[idx])
-        x = torch.from_numpy(augment(np.concatenate(xs), rng))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), torch.from_numpy(np.concatenate(ys).astype(np.float32)))
+        batch, target = np.concatenate(xs), torch.from_numpy(np.concatenate(ys).astype(np.float32))
+        if consistency > 0:
+            both = net(torch.from_numpy(np.concatenate([augment(batch, rng), augment(batch, rng)])))
+            a_, b_ = both[:len(batch)], both[len(batch):]
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(both, torch.cat([target, target]))
+                    + consistency * jensen_shannon(a_, b_))
+        else:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(torch.from_numpy(augment(batch, rng))), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -969,6 +1003,9 @@ def main() -> int:
     ap.add_argument("--cast-sd", type=float, default=None, help="colour-cast augmentation SD (optical density)")
     ap.add_argument("--ccmct-negatives", type=float, default=CCMCT_NEGATIVES,
                     help="also the smallest share of each ccMCT crop's nuclei, and its spindle nuclei, as negatives")
+    ap.add_argument("--consistency", type=float, default=0.0,
+                    help="augment each batch twice and add this weight times the Jensen-Shannon divergence between the "
+                         "two predictions to the loss (AugMix's consistency; 0: one augmentation, as shipped)")
     ap.add_argument("--rethreshold", type=Path, default=None, metavar="NET",
                     help="train nothing: run the threshold rule again on NET (a net of the whole CRC, as shipped) as "
                          "the detector now reads it, and write it with the threshold taken to --out")
@@ -1022,7 +1059,7 @@ def main() -> int:
         if len(other_train):
             sources.append((other_train, np.zeros(len(other_train), np.int8)))
         mix = mix[:len(sources)]
-        torch_net = train(sources, [m / sum(mix) for m in mix], a.steps, a.width, a.seed)
+        torch_net = train(sources, [m / sum(mix) for m in mix], a.steps, a.width, a.seed, a.consistency)
         net = export(torch_net, {})
         net.views = DEFAULT_VIEWS  # as the default detector reads it (turns and flips near the decision point; the
         # rule's CRC and OS-1 logits are read with the shift at 0, so "near" is within VIEW_GATE of P 0.5 there)
@@ -1045,6 +1082,8 @@ def main() -> int:
                     "augmentation": {"gain_sd": list(np.atleast_1d(GAIN_SD).astype(float)), "mix_sd": MIX_SD,
                                      "cast_sd": CAST_SD, "focus": list(FOCUS), "detail_sd": DETAIL_SD},
                     "chosen_on": rule.chosen_on()}
+        if a.consistency > 0:
+            net.info["consistency"] = a.consistency
         net.save(out)
         print(f"  {rule}; wrote {out} ({out.stat().st_size // 1024} kB); {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
