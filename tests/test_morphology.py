@@ -659,6 +659,42 @@ def test_mast_net_numpy_inference_equals_torch_and_refuses_damaged_files(tmp_pat
         MastNet.load(tmp_path / "missing.npz")
 
 
+def test_the_consistency_term_is_zero_for_agreeing_views_and_trains(monkeypatch):
+    """bench/train_mast_net.py --consistency: the Jensen-Shannon divergence of two views' Bernoulli predictions is 0
+    where they agree, symmetric, at most ln 2, and grows as they part; with it, a training step augments each batch
+    twice and still learns (a separable toy set), and without it the recipe's one augmentation is untouched."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_mast_net", Path(__file__).resolve().parents[1] / "bench" / "train_mast_net.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_mast_net", bench)
+    spec.loader.exec_module(bench)
+    a, b = torch.tensor([-3.0, 0.0, 2.0]), torch.tensor([1.0, 0.5, -2.0])
+    js = bench.jensen_shannon
+    assert float(js(a, a)) == pytest.approx(0.0, abs=1e-6)
+    assert float(js(a, b)) == pytest.approx(float(js(b, a)))
+    assert float(js(torch.tensor([0.1]), torch.tensor([-0.1]))) < float(js(torch.tensor([1.0]), torch.tensor([-1.0])))
+    assert float(js(torch.tensor([30.0]), torch.tensor([-30.0]))) == pytest.approx(np.log(2), abs=1e-4)
+    rng = np.random.default_rng(0)
+    crop = bench.CROP_PX + 2 * bench.MARGIN
+    X = rng.normal(0.3, 0.05, (64, 3, crop, crop)).astype(np.float16)
+    y = (np.arange(64) % 2).astype(np.int8)
+    X[y == 1, 0] += 0.6  # the positives' hematoxylin is far stronger
+    calls = []
+    augment = bench.augment
+    monkeypatch.setattr(bench, "augment", lambda x, r: calls.append(len(x)) or augment(x, r))
+    net = bench.train([(X, y)], [1.0], steps=60, width=4, seed=0, consistency=12.0)
+    assert calls[:2] == [96, 96] and len(calls) == 120  # each batch twice
+    with torch.no_grad():
+        logits = net(torch.from_numpy(bench.centre(X))).numpy()
+    assert logits[y == 1].mean() > logits[y == 0].mean()
+    calls.clear()
+    bench.train([(X, y)], [1.0], steps=2, width=4, seed=0)
+    assert calls == [96, 96]  # one augmentation a step without it
+
+
 def test_torch_runs_the_crop_net_on_batches_of_a_few_shapes(monkeypatch):
     """Each new batch shape leaves memory behind in a torch process, so the crop net's batches are padded to a multiple
     of BATCH_QUANTUM crops (a tile's count of nuclei would otherwise make a new shape of nearly every last batch); the
