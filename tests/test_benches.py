@@ -27,6 +27,7 @@ CASES = {
     "calibrate_morphology": ["--tiles", "2", "--size", "128", "--out", "{tmp}/model.json"],
     "train_mast_net": ["--tiles-scale", "0.02", "--steps", "5", "--out", "{tmp}/net.npz"],
     "real_tissue": ["--synthetic-tiles", "1"],
+    "style_ablation": ["--factors", "focus", "--seeds", "8000", "--tiles", "1"],
     "other_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "third_renderer": ["{tmp}/tiles", "--tiles", "1"],
     "fourth_renderer": ["{tmp}/tiles", "--tiles", "1"],
@@ -51,6 +52,13 @@ def test_bench_runs_from_a_fresh_machine(name, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stdout.strip()
+
+
+def test_the_style_ablation_refuses_the_held_out_style(tmp_path):
+    """bench/style_ablation.py diagnoses a style it may choose on; the held-out style is only ever reported."""
+    proc = subprocess.run([sys.executable, str(BENCH / "style_ablation.py"), "--style", "faded"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "held-out style" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "crc_nuclei").exists(), reason="../shared/data not present")
