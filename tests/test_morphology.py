@@ -778,7 +778,8 @@ def test_the_detector_reads_eight_views_unless_told_otherwise():
 def test_the_nets_threshold_option_moves_its_decision_point():
     """``-O mast_net_threshold=T`` puts the crop net's decision point at its own P = T (the logit it subtracts), names
     it in the output's model line, and refuses to be set with the net off; unset, the net keeps its own (0.4). Likewise
-    ``-O mast_net_view_margin`` (which needs the views too)."""
+    ``-O mast_net_view_margin`` (which needs the views too): 0.75 by default, named in the model line where another
+    margin or none is in effect; the default asks nothing of a detector with the net off or one view read."""
     from mastctl import registry
     from mastctl.errors import InputError
     from mastctl.profile import Profile
@@ -791,12 +792,17 @@ def test_the_nets_threshold_option_moves_its_decision_point():
         assert f"(threshold {t:g})" in det.model_id
     with pytest.raises(InputError, match="mast_net=none"):
         registry.create("detector", "morphology", Profile(), mast_net="none", mast_net_threshold=0.5)
-    det = registry.create("detector", "morphology", Profile(), mast_net_view_margin=0.75)
-    assert det.mast_net.view_margin == 0.75 and "(view margin 0.75)" in det.model_id
-    assert default.mast_net.view_margin is None
+    assert default.mast_net.view_margin == 0.75 and "view margin" not in default.model_id
+    det = registry.create("detector", "morphology", Profile(), mast_net_view_margin=0.5)
+    assert det.mast_net.view_margin == 0.5 and "(view margin 0.5)" in det.model_id
+    off = Profile.model_validate({"backend_options": {"morphology": {"mast_net_view_margin": None}}})  # YAML null
+    for det in (registry.create("detector", "morphology", Profile(), mast_net_view_margin="none"),
+                registry.create("detector", "morphology", off)):
+        assert det.mast_net.view_margin is None and "(no view margin)" in det.model_id
     for bad in ({"mast_net": "none"}, {"mast_net_views": 1}):
         with pytest.raises(InputError, match="mast_net_view_margin|mast_net=none"):
             registry.create("detector", "morphology", Profile(), mast_net_view_margin=0.75, **bad)
+        registry.create("detector", "morphology", Profile(), **bad)  # the default margin alone asks nothing of them
 
 
 @pytest.mark.skipif(not (REAL / "ccmct").exists(), reason="../shared/data not present")

@@ -27,6 +27,12 @@ from mastctl.cells import Detections
 from mastctl.errors import InputError
 from mastctl.scale import working
 
+# The crop net's view margin (``-O mast_net_view_margin``; ``MastNet.view_margin``): a mast call on its views' mean holds
+# only where every view lies within this many logits of the decision point. Shipped on 2026-12-07 with the criteria model
+# fitted on a blurrier camera (bench/calibrate_morphology.py --focus-um), the pair chosen together by a rule declared
+# before it ran (README, "What the development style's errors come from").
+VIEW_MARGIN = 0.75
+
 MAX_MPP = 1.2  # coarser than this (below about 8x), a 7 um nucleus spans fewer than 6 pixels
 
 if TYPE_CHECKING:
@@ -56,13 +62,18 @@ class MorphologyDetector:
         mast_net: str | None = Field("builtin", description="The mast-cell crop net, a second opinion on which nuclei are mast cells (a cell is one when the net or the criteria classifier is sure of it): 'builtin' (trained on synthetic and real tissue; README), an .npz from bench/train_mast_net.py, or 'none' (-O mast_net=none; null in a profile): the criteria classifier alone (faster; it does not recognise real mast cell tumour cells).")
         mast_net_views: Literal[1, 2, 4, 8] = Field(8, description="The crop net's opinion of a cell it is unsure of (within 3 logits of its decision point) is the mean over this many of the crop's turns and flips (1: the crop as it is; 2: and its half turn; 4: and its mirror images; 8: and the quarter turns'). The built-in net's threshold (0.4) was chosen by its rule for eight; against one view at its old threshold (0.5) the detector calls 0.770 of the ccMCT tb2 cells mast against 0.640 and scores 0.871 against 0.883 on the development style, at about 1.4 times the crop net's work on a CRC tile and up to eight times on a mast cell tumour's (README).")
         mast_net_threshold: float | None = Field(None, gt=0, lt=1, description="The crop net's own decision point, its P(mast) on the scale it was trained on (null: the net's own; 0.4 for the built-in, chosen by its rule). Its veto and the sheet rule's bounds, set on that scale, move with it as they move with mast_threshold. Higher = the net promotes and upholds fewer cells: fewer calls in normal tissue and fewer real tumour cells (0.5: the normal skin's calls 5 -> 2 and ccMCT vb0 0.744 -> 0.614 of the cells), while the styles no model saw barely gain (README).")
-        mast_net_view_margin: float | None = Field(None, gt=0, description="The crop net makes or upholds a mast call on the mean of its views only where every view it read lies within this many logits of its decision point; otherwise it is held just short of it (still a half-believed cell for the sheet rule). Views that disagree are the net unsure, as under a stain it never saw. null: the mean alone. Tried on the choose sets at 1.0 / 0.75 / 0.5 and not made the default (README).")
+        mast_net_view_margin: float | None = Field(VIEW_MARGIN, gt=0, description="The crop net makes or upholds a mast call on the mean of its views only where every view it read lies within this many logits of its decision point; otherwise it is held just short of it (still a half-believed cell for the sheet rule). Views that disagree are the net unsure, as under a stain it never saw. 0.75 (since 2026-12-07, chosen with the criteria model fitted on a blurrier camera; README); none: the mean alone. Needs the views (mast_net_views > 1): with one view it does not apply.")
         net_precision: Literal["auto", "float32", "bfloat16"] = Field("auto", description="What torch computes the nets (the finder, the crop net) in: 'auto' is bfloat16 on a CPU with AMX tiles (Intel Sapphire Rapids and later: the nets several times faster, detection of CRC tiles about a quarter faster; 99.5% or more of the cells within 1 px with the same label; README) and float32 elsewhere; 'float32' gives the same cells on every machine. numpy (no torch, or a run of a megapixel or less) always computes in float32.")
 
         @field_validator("mast_net", "nuclei")
         @classmethod
         def _none_is_off(cls, value: str | None) -> str | None:
             return None if value is None or value.strip().lower() in ("none", "off", "") else value
+
+        @field_validator("mast_net_view_margin", mode="before")
+        @classmethod
+        def _no_margin(cls, value):
+            return None if isinstance(value, str) and value.strip().lower() in ("none", "off", "") else value
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
         from mastctl.morphology import model_path_or_default
@@ -97,17 +108,22 @@ class MorphologyDetector:
             if self.options.mast_net_threshold is not None:  # logit_shift is the logit of the net's decision point
                 t = self.options.mast_net_threshold
                 self.mast_net.logit_shift = math.log(t / (1 - t))
-            if self.options.mast_net_view_margin is not None:
-                if self.options.mast_net_views == 1:
-                    raise InputError("mast_net_view_margin compares the crop net's views, and mast_net_views=1 reads one")
-                self.mast_net.view_margin = self.options.mast_net_view_margin
-        elif self.options.mast_net_threshold is not None or self.options.mast_net_view_margin is not None:
+            margin = self.options.mast_net_view_margin
+            if margin is not None and self.options.mast_net_views == 1 and self._set("mast_net_view_margin"):
+                raise InputError("mast_net_view_margin compares the crop net's views, and mast_net_views=1 reads one")
+            self.mast_net.view_margin = margin  # (the default's: it applies only where views are read)
+        elif self.options.mast_net_threshold is not None or (self.options.mast_net_view_margin is not None
+                                                               and self._set("mast_net_view_margin")):
             raise InputError("mast_net_threshold and mast_net_view_margin set how the crop net decides, and mast_net=none "
                              "turns the net off")
         if self.nuclei_net is not None:
             self.nuclei_net.flips = self.options.nuclei_flips
         elif self.options.nuclei_flips:
             raise InputError("nuclei_flips averages the learned nucleus finder's map, and nuclei=none turns the finder off")
+
+    def _set(self, option: str) -> bool:
+        """Whether ``option`` was given (a profile or -O), not left at its default."""
+        return option in self.options.model_fields_set
 
     @property
     def net_veto(self) -> float:
@@ -137,8 +153,9 @@ class MorphologyDetector:
                          else f"mast net built-in {DEFAULT_NET} sha256:{model_digest(None, DEFAULT_NET)}")
             if self.options.mast_net_threshold is not None:
                 parts[-1] += f" (threshold {self.options.mast_net_threshold:g})"
-            if self.options.mast_net_view_margin is not None:
-                parts[-1] += f" (view margin {self.options.mast_net_view_margin:g})"
+            margin = self.mast_net.view_margin
+            if margin != VIEW_MARGIN:
+                parts[-1] += f" (view margin {margin:g})" if margin is not None else " (no view margin)"
         if self.options.nuclei == "builtin":
             from mastctl.morphology.nucleinet import DEFAULT_NET as DEFAULT_NUCLEI
 
