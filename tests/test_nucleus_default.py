@@ -296,8 +296,9 @@ def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
     sheet = [c for name in ("tb2_00", "tb2_20")
              for c in det.detect(imaging.load(REAL / "ccmct" / f"{name}.png", mpp=0.25)).cells]
     by_sheet = sum("sheet_neighbours_p" in c.features for c in sheet)
-    # 5 of 75 cells by the rule, 61 mast in all (2026-12-07, the net that saw the second renderer; 9 of 74 before)
-    assert by_sheet >= 4 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7
+    # 3 of 81 cells by the rule, 69 mast in all, 66 without it (2026-12-07, night: the blurrier criteria and the view
+    # margin; 5 of 75 and 61 before, with the net that saw the second renderer; 9 of 74 before that)
+    assert by_sheet >= 2 and sum(c.is_mast_cell for c in sheet) / len(sheet) > 0.7
     epithelial = load_truth(REAL / "crc_nuclei" / "points.csv", classes=["epithelial"])
     promoted = 0
     for name in ("img10", "img18", "img22"):  # glands: the net believes no neighbourhood there
@@ -310,8 +311,8 @@ def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
 
 @pytest.mark.skipif(not (REAL / "crc_nuclei").exists(), reason="../shared/data not present")
 def test_the_net_vetoes_criteria_calls_in_colorectal_cancer():
-    """The criteria model learned the renderer and calls some carcinoma cells mast cells (4 CRC images: 9 calls; mast
-    cells are rare there); the crop net is sure most are not and overrules them (``net_veto``): none are left. (The
+    """The criteria model learned the renderer and calls some carcinoma cells mast cells (4 CRC images: 7 calls, 9
+    before the blurrier criteria of 2026-12-07; mast cells are rare there); the crop net is sure most are not and overrules them (``net_veto``): none are left. (The
     shipped net was trained on these images as negatives: this pins the behaviour; bench/real_tissue.py's two-fold
     figures measure transfer.)"""
     from mastctl import imaging, registry
@@ -324,4 +325,4 @@ def test_the_net_vetoes_criteria_calls_in_colorectal_cancer():
         image = imaging.load(REAL / "crc_nuclei" / "images" / f"{name}.png", mpp=0.55)
         for key, det in detectors.items():
             calls[key] += sum(c.is_mast_cell for c in det.detect(image).cells)
-    assert calls["criteria"] >= 8 and calls["no veto"] >= calls["criteria"] and calls["vetoed"] <= 1, calls
+    assert calls["criteria"] >= 5 and calls["no veto"] >= calls["criteria"] and calls["vetoed"] <= 1, calls
