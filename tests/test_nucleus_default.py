@@ -312,9 +312,9 @@ def test_the_sheet_rule_adds_mast_calls_in_real_tumour_sheets_only():
 @pytest.mark.skipif(not (REAL / "crc_nuclei").exists(), reason="../shared/data not present")
 def test_the_net_vetoes_criteria_calls_in_colorectal_cancer():
     """The criteria model learned the renderer and calls some carcinoma cells mast cells (4 CRC images: 7 calls, 9
-    before the blurrier criteria of 2026-12-07; mast cells are rare there); the crop net is sure most are not and overrules them (``net_veto``): none are left. (The
-    shipped net was trained on these images as negatives: this pins the behaviour; bench/real_tissue.py's two-fold
-    figures measure transfer.)"""
+    before the blurrier criteria of 2026-12-07; mast cells are rare there); the crop net is sure most are not and
+    overrules them (``net_veto``): none are left. (The shipped net was trained on these images as negatives: this pins
+    the behaviour; bench/real_tissue.py's two-fold figures measure transfer.)"""
     from mastctl import imaging, registry
     from mastctl.profile import Profile
 
