@@ -104,7 +104,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import time
 from pathlib import Path
 
@@ -128,10 +127,7 @@ def synthetic_samples(seed: int, tiles: int, size: int, styles: tuple[str, ...],
                       focus_um: tuple[float, float] | None = None):
     """Rendered tiles with their truth; ``focus_um``: each style's camera blur drawn from this range instead."""
     if focus_um is not None:
-        for name in styles:  # registered under a name of its own: the renderer looks a style up by name
-            blurred = dataclasses.replace(synth.STYLES[name], name=f"{name}-focus", blur_um=focus_um)
-            synth.STYLES[blurred.name] = blurred
-        styles = tuple(f"{name}-focus" for name in styles)
+        styles = tuple(synth.derived_style(name, f"{name}-focus", blur_um=focus_um) for name in styles)
     for i in range(tiles):
         mpp = 0.5 if i % 2 == 0 else 0.25
         style = styles[(i // 2) % len(styles)]

@@ -26,7 +26,6 @@ seeds miss) but not the precision.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -54,11 +53,7 @@ FACTORS = {  # a style's settings, grouped as a remedy would address them, and g
 
 def variant(style: str, factor: str | None) -> str:
     """The name of ``style`` with ``factor`` set back to gut's (registered in ``synth.STYLES``); None: as drawn."""
-    if factor is None:
-        return style
-    name = f"{style}-as-gut-{factor}"
-    synth.STYLES[name] = dataclasses.replace(synth.STYLES[style], name=name, **FACTORS[factor])
-    return name
+    return style if factor is None else synth.derived_style(style, f"{style}-as-gut-{factor}", **FACTORS[factor])
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,15 @@ STYLES = {
                     gains=((0.6, 0.9), (0.9, 1.4)), cast=(0.9, 0.97, 1.0), blur_um=(0.6, 1.1), jpeg=(50, 75),
                     wobble=1.8, chromatin=1.4, size=0.95),
 }
+
+
+def derived_style(base: str, name: str, **changes) -> str:
+    """Register ``base`` with ``changes`` (``Style`` fields) as the style ``name``, and return the name: the renderer
+    looks a style up by name (``SynthOptions.style``), so a bench can draw a variant of one."""
+    STYLES[name] = replace(STYLES[base], name=name, **changes)
+    return name
+
+
 TRAINING_STYLES = ("gut", "sheet", "carcinoma")
 HELD_OUT_STYLE = "faded"  # never in a shipped model's training data, and nothing is chosen on it
 DEV_STYLE = "washed"  # never trained on either: the camera and focus shift the other way, to choose on

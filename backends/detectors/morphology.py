@@ -65,14 +65,9 @@ class MorphologyDetector:
         mast_net_view_margin: float | None = Field(VIEW_MARGIN, gt=0, description="The crop net makes or upholds a mast call on the mean of its views only where every view it read lies within this many logits of its decision point; otherwise it is held just short of it (still a half-believed cell for the sheet rule). Views that disagree are the net unsure, as under a stain it never saw. 0.75 (since 2026-12-07, chosen with the criteria model fitted on a blurrier camera; README); none: the mean alone. Needs the views (mast_net_views > 1): with one view it does not apply.")
         net_precision: Literal["auto", "float32", "bfloat16"] = Field("auto", description="What torch computes the nets (the finder, the crop net) in: 'auto' is bfloat16 on a CPU with AMX tiles (Intel Sapphire Rapids and later: the nets several times faster, detection of CRC tiles about a quarter faster; 99.5% or more of the cells within 1 px with the same label; README) and float32 elsewhere; 'float32' gives the same cells on every machine. numpy (no torch, or a run of a megapixel or less) always computes in float32.")
 
-        @field_validator("mast_net", "nuclei")
+        @field_validator("mast_net", "nuclei", "mast_net_view_margin", mode="before")
         @classmethod
-        def _none_is_off(cls, value: str | None) -> str | None:
-            return None if value is None or value.strip().lower() in ("none", "off", "") else value
-
-        @field_validator("mast_net_view_margin", mode="before")
-        @classmethod
-        def _no_margin(cls, value):
+        def _none_is_off(cls, value):
             return None if isinstance(value, str) and value.strip().lower() in ("none", "off", "") else value
 
     def __init__(self, options: Options | None = None, profile: Profile | None = None) -> None:
