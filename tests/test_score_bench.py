@@ -130,7 +130,9 @@ def test_the_memory_line_reads_the_peak_of_a_fresh_process_tile_by_tile(monkeypa
     paths = _synthetic_tiles(tmp_path, 4, 160)
     out = score.memory(paths, "morphology", {"mast_threshold": 0.5})
     peaks = {int(k): v for k, v in out["peak_mb_after_tiles"].items()}
-    assert sorted(peaks) == [1, 2, 4] and 0 < out["before_mb"] < peaks[1] <= peaks[2] <= peaks[4]
+    # the kernel's RSS counters are kept per thread and summed now and then, so VmHWM read twice may fall by some kB
+    # (314.344 -> 314.332 MB in a fresh clone's full run): the peaks rise to within 1 MB
+    assert sorted(peaks) == [1, 2, 4] and 0 < out["before_mb"] < peaks[1] <= peaks[2] + 1 <= peaks[4] + 2
     assert score.growth_per_tile({1: 300.0, 5: 310.0, 10: 320.0}) == 2.0
     assert score.growth_per_tile({1: 300.0}) == 0.0
     monkeypatch.setattr(score, "Path", lambda p: tmp_path / "no-proc" / str(p).lstrip("/"))  # not Linux: no /proc
