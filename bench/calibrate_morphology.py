@@ -73,6 +73,19 @@ bar met, shipped (the crop net unchanged, its threshold rule not run again). Rep
 0.896 (0.882), but faded 0.762 (0.788; precision 0.817 against 0.771, recall 0.713 against 0.807) and the second
 renderer's report seed 0.749 (0.769): the development style's gain did not carry to the held-out style (README).
 
+Two more trainings for the criteria (2026-12-08; each declared before it ran, with the shipped crop net and its veto, on
+the same choose sets: tb2 / skin / the 50 CRC images / dev gut / the second renderer's seed 0 / washed, mean of six):
+- stain strengths drawn from 0.5-1.5 for both stains (``--gains 0.5,1.5,0.5,1.5``: the smallest round range holding
+  every training and development style's; bench/style_ablation.py put washed's stain strengths third among its costs):
+  0.754 / 0 / 0.18% / 0.959 / 0.824 / 0.878, washed's recall down (seed 8000: 0.902 against 0.929). Not shipped; like
+  the randomised camera above, the development style lost.
+- each tile pair drawn with a nucleus outline wobble of 0.6, 1.1, 1.7, 2.2 in turn (``--wobble``: the span of the
+  training styles' 1.0 and washed's 1.8, widened by half of it each side). Why: washed drawn with its outlines pushed
+  further (wobble 2.7, three draws) cost the criteria alone 0.043 (0.812 -> 0.769) and the default 0.025 (0.883 ->
+  0.858), where chromatin 1.8 and size 1.1 cost either little. Fitted so: 0.736 / 1 / 0.17% / 0.962 / 0.832 / 0.886,
+  the criteria alone 0.837 on washed as drawn and 0.805 with wobble 2.7 — but the default on wobble 2.7 took 0.872
+  against the declared bar of 0.873 (the other bars met), so it was not shipped and not reported.
+
 What each data set is for is declared here, before anything is measured:
 
 - synthetic tiles of seeds 1000+ in the chosen training styles (any of ``synth.TRAINING_STYLES``: gut,
@@ -97,7 +110,8 @@ What each data set is for is declared here, before anything is measured:
   models, each without one CRC half, which bench/real_tissue.py --crc-fold model=... scores on the half it left
   out; the shipped model uses all 50 images, so its own CRC figures are not a measure of transfer.
 
-    python bench/calibrate_morphology.py [--tiles 320] [--styles gut] [--real [--two-fold DIR]] [--out PATH]
+    python bench/calibrate_morphology.py [--tiles 320] [--styles gut] [--focus-um LO,HI] [--gains HLO,HHI,ELO,EHI]
+                                         [--wobble W1,W2,...] [--real [--two-fold DIR]] [--out PATH]
 """
 
 from __future__ import annotations
@@ -124,10 +138,18 @@ CRC_LABELS = {"epithelial": "other", "fibroblast": "fibroblast", "inflammatory":
 
 
 def synthetic_samples(seed: int, tiles: int, size: int, styles: tuple[str, ...],
-                      focus_um: tuple[float, float] | None = None):
-    """Rendered tiles with their truth; ``focus_um``: each style's camera blur drawn from this range instead."""
-    if focus_um is not None:
-        styles = tuple(synth.derived_style(name, f"{name}-focus", blur_um=focus_um) for name in styles)
+                      focus_um: tuple[float, float] | None = None, gains: tuple[float, float, float, float] | None = None,
+                      wobble: tuple[float, ...] = ()):
+    """Rendered tiles with their truth; ``focus_um``: each style's camera blur drawn from this range instead;
+    ``gains`` (hematoxylin low, high, eosin low, high): its stain strengths; ``wobble``: each style drawn with each of
+    these nucleus outline irregularities in turn (a tile pair each)."""
+    changes = {"blur_um": focus_um} if focus_um is not None else {}
+    if gains is not None:
+        changes["gains"] = (gains[:2], gains[2:])
+    if changes:
+        styles = tuple(synth.derived_style(name, f"{name}-{'-'.join(changes)}", **changes) for name in styles)
+    if wobble:
+        styles = tuple(synth.derived_style(name, f"{name}-wobble{w:g}", wobble=w) for name in styles for w in wobble)
     for i in range(tiles):
         mpp = 0.5 if i % 2 == 0 else 0.25
         style = styles[(i // 2) % len(styles)]
@@ -211,6 +233,12 @@ def main() -> int:
     parser.add_argument("--focus-um", default="0.2,1.2", metavar="LO,HI",
                         help="render the synthetic tiles with a camera blur drawn from LO-HI um (default 0.2-1.2, the "
                              "shipped model's since 2026-12-07; '' for the styles' own, gut 0.2-0.7)")
+    parser.add_argument("--gains", default="", metavar="HLO,HHI,ELO,EHI",
+                        help="render the synthetic tiles with hematoxylin and eosin strengths drawn from these ranges "
+                             "('', the default: the styles' own, gut 0.75-1.25 and 0.7-1.25)")
+    parser.add_argument("--wobble", default="", metavar="W1,W2,...",
+                        help="draw each style's tiles with these nucleus outline irregularities in turn, a tile pair "
+                             "each ('', the default: the styles' own, gut 1.0)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "mastctl" / "bench",
                         help="where the synthetic tiles' features are cached")
@@ -223,18 +251,28 @@ def main() -> int:
     t0 = time.perf_counter()
     focus_um = tuple(float(v) for v in args.focus_um.split(",")) if args.focus_um else None
     focus_tag = f"-focus{focus_um[0]:g}-{focus_um[1]:g}" if focus_um else ""
+    gains = tuple(float(v) for v in args.gains.split(",")) if args.gains else None
+    if gains is not None and (len(gains) != 4 or not all(0 < lo < hi for lo, hi in (gains[:2], gains[2:]))):
+        parser.error("--gains takes four numbers: HLO,HHI,ELO,EHI with 0 < low < high")
+    focus_tag += f"-gains{'-'.join(f'{g:g}' for g in gains)}" if gains else ""
+    wobble = tuple(float(v) for v in args.wobble.split(",") if v)
+    if any(w <= 0 for w in wobble):
+        parser.error("--wobble takes positive numbers")
+    focus_tag += f"-wobble{'-'.join(f'{w:g}' for w in wobble)}" if wobble else ""
     cache = args.workdir / (f"calibrate-synthetic-s{args.seed}-n{args.tiles}-{args.size}-{'-'.join(styles)}{focus_tag}"
                             f"-f{len(measure.FEATURE_NAMES)}.npz")
     if cache.exists():  # features of rendered tiles: rendering is most of the time
         with np.load(cache, allow_pickle=False) as z:
             X, y = z["X"], z["y"]
     else:
-        X, y = training_set(synthetic_samples(args.seed, args.tiles, args.size, styles, focus_um))
+        X, y = training_set(synthetic_samples(args.seed, args.tiles, args.size, styles, focus_um, gains, wobble))
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, X=X, y=y)
     sources = [f"synthetic tiles, seeds [{args.seed}, 0..{args.tiles - 1}], styles {', '.join(styles)}, {args.size} px, "
                "0.5 and 0.25 um/px (same area)"
-               + (f", camera blur {focus_um[0]:g}-{focus_um[1]:g} um" if focus_um else "")]
+               + (f", camera blur {focus_um[0]:g}-{focus_um[1]:g} um" if focus_um else "")
+               + (f", stain strengths H {gains[0]:g}-{gains[1]:g}, E {gains[2]:g}-{gains[3]:g}" if gains else "")
+               + (f", nucleus outline wobble {', '.join(f'{w:g}' for w in wobble)} in turn" if wobble else "")]
     print(f"{len(X)} synthetic nuclei from {args.tiles} tiles in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.other_renderer:
         Xo, yo = other_renderer_set(args.workdir, args.other_renderer)

@@ -24,8 +24,8 @@ CASES = {
     "kb-quality": ["quality", "--tiles", "1"],
     "cube": ["--seeds", "0", "--epochs", "1", "--epoch-pairs", "16"],
     "wsi": ["--size", "2048", "--workers", "1"],
-    "calibrate_morphology": ["--tiles", "2", "--size", "128", "--focus-um", "0.2,1.2",
-                             "--out", "{tmp}/model.json"],
+    "calibrate_morphology": ["--tiles", "2", "--size", "128", "--focus-um", "0.2,1.2", "--gains", "0.5,1.5,0.5,1.5",
+                             "--wobble", "0.6,2.2", "--out", "{tmp}/model.json"],
     "train_mast_net": ["--tiles-scale", "0.02", "--steps", "5", "--out", "{tmp}/net.npz"],
     "real_tissue": ["--synthetic-tiles", "1"],
     "style_ablation": ["--factors", "focus", "--seeds", "8000", "--tiles", "1"],
@@ -53,6 +53,29 @@ def test_bench_runs_from_a_fresh_machine(name, tmp_path):
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and proc.stdout.strip()
+
+
+def test_calibrate_draws_its_tiles_with_the_stains_and_outlines_asked_for(tmp_path):
+    """--gains and --wobble change how the criteria's training tiles are drawn, tile pair by tile pair, and nothing else;
+    a malformed --gains is a one-line usage error."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    import numpy as np
+    from calibrate_morphology import synthetic_samples
+
+    from mastctl import synth
+
+    plain = list(synthetic_samples(1000, 4, 64, ("gut",)))
+    drawn = list(synthetic_samples(1000, 4, 64, ("gut",), None, (0.5, 1.5, 0.5, 1.5), (0.6, 2.2)))
+    first, second = synth.STYLES["gut-gains-wobble0.6"], synth.STYLES["gut-gains-wobble2.2"]
+    assert (first.wobble, second.wobble) == (0.6, 2.2) and first.gains == second.gains == ((0.5, 1.5), (0.5, 1.5))
+    assert first.blur_um == synth.STYLES["gut"].blur_um  # (no --focus-um: the style's own)
+    assert [mpp for _, mpp, _ in drawn] == [0.5, 0.25, 0.5, 0.25]
+    assert all(not np.array_equal(a[0], b[0]) for a, b in zip(plain, drawn))  # other stains and outlines, each tile
+    assert [len(c) for _, _, c in plain] == [len(c) for _, _, c in drawn]  # the same cells drawn
+    proc = subprocess.run([sys.executable, str(BENCH / "calibrate_morphology.py"), "--gains", "1.5,0.5,0.5,1.5"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "--gains takes four numbers" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_the_style_ablation_refuses_the_held_out_style(tmp_path):

@@ -30,7 +30,9 @@ from mastctl.scale import working
 # The crop net's view margin (``-O mast_net_view_margin``; ``MastNet.view_margin``): a mast call on its views' mean holds
 # only where every view lies within this many logits of the decision point. Shipped on 2026-12-07 with the criteria model
 # fitted on a blurrier camera (bench/calibrate_morphology.py --focus-um), the pair chosen together by a rule declared
-# before it ran (README, "What the development style's errors come from").
+# before it ran (README, "What the development style's errors come from"). Swept again with those criteria on 2026-12-08
+# (0.5, 1.0, 1.5, none; the second renderer's choose seed weighed as much as washed): only 0.5 did better on the synthetic
+# sets, and it cost the ccMCT tb2 (0.714 against 0.745; README, "Tried next").
 VIEW_MARGIN = 0.75
 
 MAX_MPP = 1.2  # coarser than this (below about 8x), a 7 um nucleus spans fewer than 6 pixels
