@@ -252,10 +252,13 @@ def scored(backend: str, options: dict, folder: Path, style: str, tiles: int) ->
 
 
 def draws_summary(draws: list[dict]) -> dict:
-    """The development style's F1 at consecutive seeds from DEV_SEED (``synthetic``'s results), their mean and SD."""
+    """The development style's F1 at consecutive seeds from DEV_SEED (``synthetic``'s results), their mean and SD, and
+    the mean precision and recall (a rule may bound what a choice costs either: the held-out style failed by each)."""
     f1 = np.array([d["f1"] or 0.0 for d in draws])
     return {"seeds": [DEV_SEED + k for k in range(len(draws))], "f1": [float(v) for v in f1], "mean": float(f1.mean()),
-            "sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0}
+            "sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0,
+            "precision": float(np.mean([d.get("precision") or 0.0 for d in draws])),
+            "recall": float(np.mean([d.get("recall") or 0.0 for d in draws]))}
 
 
 def synthetic_text(r: dict) -> str:
@@ -352,7 +355,7 @@ def main() -> int:
         if len(draws) > 1 and not any("skipped" in d for d in draws):
             out["synthetic_dev_draws"] = d = draws_summary(draws)
             print(f"  over seeds {d['seeds'][0]}-{d['seeds'][-1]}: mean {d['mean']:.3f} (SD {d['sd']:.3f}; "
-                  + " ".join(f"{v:.3f}" for v in d["f1"]) + ")")
+                  + " ".join(f"{v:.3f}" for v in d["f1"]) + f"; mean P {d['precision']:.3f}, R {d['recall']:.3f})")
     print(f"({time.perf_counter() - t0:.0f} s)")
     if a.json:
         print(json.dumps(out, default=float))

@@ -102,10 +102,14 @@ def test_real_tissue_prints_each_synthetic_f1_with_its_bootstrap_interval(monkey
 def test_real_tissue_summarises_the_development_style_over_its_draws(monkeypatch):
     """--dev-draws K: seeds 8000 on, with mean and SD (one draw of 16 tiles moves about 0.016)."""
     rt = bench_module(monkeypatch, "real_tissue")
-    d = rt.draws_summary([{"f1": 0.883}, {"f1": 0.903}, {"f1": 0.893}])
+    d = rt.draws_summary([{"f1": 0.883, "precision": 0.80, "recall": 0.98},
+                          {"f1": 0.903, "precision": 0.85, "recall": 0.96},
+                          {"f1": 0.893, "precision": 0.90, "recall": 0.88}])
     assert d["seeds"] == [8000, 8001, 8002] and d["f1"] == [0.883, 0.903, 0.893]
     assert abs(d["mean"] - 0.893) < 1e-9 and abs(d["sd"] - 0.010) < 1e-9
-    assert rt.draws_summary([{"f1": None}]) == {"seeds": [8000], "f1": [0.0], "mean": 0.0, "sd": 0.0}  # nothing found
+    assert abs(d["precision"] - 0.85) < 1e-9 and abs(d["recall"] - 0.94) < 1e-9  # the means, for a bound on either
+    assert rt.draws_summary([{"f1": None, "precision": None, "recall": None}]) == {
+        "seeds": [8000], "f1": [0.0], "mean": 0.0, "sd": 0.0, "precision": 0.0, "recall": 0.0}  # nothing found
 
 
 def test_the_finder_alone_is_timed_on_the_same_tiles(monkeypatch, tmp_path):
