@@ -217,6 +217,18 @@ def crc_set(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.vstack(xs), np.concatenate(ys), np.concatenate(hs)
 
 
+def numbers(parser: argparse.ArgumentParser, flag: str, text: str, usage: str, count: int | None,
+            valid) -> tuple[float, ...]:
+    """The comma-separated numbers of ``flag`` (empty: none), ``count`` of them and ``valid``, else a usage error."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = None
+    if values is None or values and ((count is not None and len(values) != count) or not valid(values)):
+        parser.error(f"{flag} takes {usage}")
+    return values
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=320)
@@ -249,17 +261,14 @@ def main() -> int:
     if synth.HELD_OUT_STYLE in styles:
         parser.error(f"the {synth.HELD_OUT_STYLE!r} style is held out of every training run")
     t0 = time.perf_counter()
-    focus_um = tuple(float(v) for v in args.focus_um.split(",")) if args.focus_um else None
-    focus_tag = f"-focus{focus_um[0]:g}-{focus_um[1]:g}" if focus_um else ""
-    gains = tuple(float(v) for v in args.gains.split(",")) if args.gains else None
-    if gains is not None and (len(gains) != 4 or not all(0 < lo < hi for lo, hi in (gains[:2], gains[2:]))):
-        parser.error("--gains takes four numbers: HLO,HHI,ELO,EHI with 0 < low < high")
-    focus_tag += f"-gains{'-'.join(f'{g:g}' for g in gains)}" if gains else ""
-    wobble = tuple(float(v) for v in args.wobble.split(",") if v)
-    if any(w <= 0 for w in wobble):
-        parser.error("--wobble takes positive numbers")
-    focus_tag += f"-wobble{'-'.join(f'{w:g}' for w in wobble)}" if wobble else ""
-    cache = args.workdir / (f"calibrate-synthetic-s{args.seed}-n{args.tiles}-{args.size}-{'-'.join(styles)}{focus_tag}"
+    focus_um = numbers(parser, "--focus-um", args.focus_um, "two numbers: LO,HI with 0 <= LO < HI", 2,
+                       lambda v: 0 <= v[0] < v[1]) or None
+    gains = numbers(parser, "--gains", args.gains, "four numbers: HLO,HHI,ELO,EHI with 0 < low < high", 4,
+                    lambda v: all(0 < lo < hi for lo, hi in (v[:2], v[2:]))) or None
+    wobble = numbers(parser, "--wobble", args.wobble, "positive numbers", None, lambda v: all(w > 0 for w in v))
+    draw_tag = "".join(f"-{name}{'-'.join(f'{v:g}' for v in values)}"
+                       for name, values in (("focus", focus_um), ("gains", gains), ("wobble", wobble)) if values)
+    cache = args.workdir / (f"calibrate-synthetic-s{args.seed}-n{args.tiles}-{args.size}-{'-'.join(styles)}{draw_tag}"
                             f"-f{len(measure.FEATURE_NAMES)}.npz")
     if cache.exists():  # features of rendered tiles: rendering is most of the time
         with np.load(cache, allow_pickle=False) as z:
